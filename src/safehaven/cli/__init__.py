@@ -1,0 +1,27 @@
+"""The ``safehaven`` command line (Typer + rich; ``--json`` for machines)."""
+
+from __future__ import annotations
+
+import typer
+
+from safehaven.cli import agreements, firewall, requests
+from safehaven.cli.demo import demo_command
+
+app = typer.Typer(
+    help="safehaven: agreements as code, a firewall, review, matching and a ledger between a "
+    "register of people and the agencies that ask about them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(agreements.app, name="agreements")
+app.add_typer(firewall.app, name="firewall")
+app.add_typer(requests.app, name="requests")
+app.command("decide")(requests.decide_command)
+app.command("submit")(requests.submit_command)
+app.command("review")(requests.review_command)
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,275 @@
+"""Data-sharing agreements as validated, hash-pinned data.
+
+An agreement is the only thing that can make a disclosure lawful in safehaven, so its
+model refuses anything ambiguous at load time (unknown purposes or fields, clinical data
+marked as permitted, a status history out of order) rather than letting the decision
+engine guess later.  Every loaded agreement carries the sha256 of its canonical form, and
+every decision names that hash.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from safehaven.domain.canonical import content_hash
+from safehaven.domain.fields import CLINICAL_FIELDS, FIELDS
+from safehaven.domain.purposes import PURPOSES
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,79}$")]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegisterKind(StrEnum):
+    """What the controller's register holds; the firewall reasons about this."""
+
+    HEALTH = "health"
+    EDUCATION = "education"
+    SOCIAL_CARE = "social-care"
+    HOUSING = "housing"
+    TAX_BENEFITS = "tax-benefits"
+    TRANSPORT = "transport"
+    FINANCIAL = "financial"
+    IMMIGRATION_STATUS = "immigration-status"
+
+
+class AgreementStatus(StrEnum):
+    DRAFT = "draft"
+    IN_FORCE = "in_force"
+    NARROWED = "narrowed"
+    SUSPENDED = "suspended"
+    WITHDRAWN = "withdrawn"
+
+
+#: Statuses under which at least some purposes may be served.
+OPERATIVE_STATUSES = frozenset({AgreementStatus.IN_FORCE, AgreementStatus.NARROWED})
+
+
+class GroundName(StrEnum):
+    """Grounds a requester states; an agreement lists which a purpose requires."""
+
+    OFFENCE = "offence"
+    OFFENCE_DATE = "offence_date"
+    SERIOUS_CRIME = "serious_crime"
+    WELFARE_CONCERN = "welfare_concern"
+    OTHER_ATTEMPTS = "other_attempts"
+    LOST_CONTACT = "lost_contact"
+    BELIEVED_IN_UK = "believed_in_uk"
+    DEPORTATION_CONSIDERED = "deportation_considered"
+    APPLICATION_REFERENCE = "application_reference"
+
+
+class ReviewRule(StrEnum):
+    NONE = "none"
+    ONE = "one"
+    TWO = "two"
+
+    @property
+    def reviewers(self) -> int:
+        return {"none": 0, "one": 1, "two": 2}[self.value]
+
+
+class Party(_Model):
+    id: Slug
+    name: NonEmpty
+
+
+class Parties(_Model):
+    controller: Party
+    requesters: Annotated[list[Party], Field(min_length=1)]
+    others: list[Party] = []
+
+
+class LegalBasis(_Model):
+    id: Slug
+    citation: NonEmpty
+    description: str = ""
+    valid_from: date | None = None
+    valid_to: date | None = None
+
+    def in_force_on(self, day: date) -> bool:
+        if self.valid_from is not None and day < self.valid_from:
+            return False
+        return not (self.valid_to is not None and day > self.valid_to)
+
+
+class PurposeTerms(_Model):
+    id: NonEmpty
+    legal_bases: Annotated[list[Slug], Field(min_length=1)]
+    required_grounds: list[GroundName] = []
+    offence_max_age_years: Annotated[int, Field(ge=1, le=100)] | None = None
+    fields: list[str] | None = None
+    review: ReviewRule = ReviewRule.ONE
+    note: str = ""
+
+
+class FieldTerms(_Model):
+    permitted: Annotated[list[str], Field(min_length=1)]
+    forbidden: list[str] = []
+
+
+class VolumeCap(_Model):
+    per_month: Annotated[int, Field(ge=1)]
+    counts: Literal["requests_not_refused"] = "requests_not_refused"
+    note: str = ""
+
+
+class Exemption(_Model):
+    id: Slug
+    description: NonEmpty
+    legal_basis: NonEmpty
+    review_after_days: Annotated[int, Field(ge=1, le=3660)]
+
+
+class Notification(_Model):
+    rule: Literal["notify", "notify_unless_exempt"] = "notify_unless_exempt"
+    exemptions: list[Exemption] = []
+
+
+class Retention(_Model):
+    request_days: Annotated[int, Field(ge=1)]
+    disclosure_days: Annotated[int, Field(ge=1)]
+
+
+class StatusChange(_Model):
+    date: date
+    status: AgreementStatus
+    purposes: list[str] | None = None
+    note: NonEmpty
+    source: str = ""
+
+
+class Source(_Model):
+    seed: NonEmpty
+    paragraph: NonEmpty
+    summary: str = ""
+
+
+class Agreement(_Model):
+    """One version of a data-sharing agreement."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: Slug
+    version: Annotated[str, Field(pattern=r"^\d+(\.\d+){0,2}$")]
+    title: NonEmpty
+    # ``register`` in files; renamed here because pydantic's BaseModel has that attribute.
+    register_kind: RegisterKind = Field(alias="register")
+    parties: Parties
+    legal_bases: Annotated[list[LegalBasis], Field(min_length=1)]
+    purposes: Annotated[list[PurposeTerms], Field(min_length=1)]
+    fields: FieldTerms
+    volume_cap: VolumeCap | None = None
+    notification: Notification
+    retention: Retention
+    status_history: Annotated[list[StatusChange], Field(min_length=1)]
+    sources: Annotated[list[Source], Field(min_length=1)]
+
+    _sha256: str = PrivateAttr(default="")
+    _purposes: dict[str, PurposeTerms] = PrivateAttr(default_factory=dict)
+    _requesters: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Agreement:
+        errors: list[str] = []
+        basis_ids = [b.id for b in self.legal_bases]
+        if len(set(basis_ids)) != len(basis_ids):
+            errors.append("legal_bases: duplicate id")
+        for name in ("permitted", "forbidden"):
+            for i, f in enumerate(getattr(self.fields, name)):
+                if f not in FIELDS:
+                    errors.append(f"fields.{name}.{i}: unknown field {f!r}")
+        clinical = sorted(set(self.fields.permitted) & CLINICAL_FIELDS)
+        if clinical:
+            errors.append(f"fields.permitted: clinical fields can never be permitted: {clinical}")
+        both = sorted(set(self.fields.permitted) & set(self.fields.forbidden))
+        if both:
+            errors.append(f"fields: listed as both permitted and forbidden: {both}")
+        seen: set[str] = set()
+        for i, p in enumerate(self.purposes):
+            if p.id not in PURPOSES:
+                errors.append(f"purposes.{i}.id: unknown purpose {p.id!r}")
+            if p.id in seen:
+                errors.append(f"purposes.{i}.id: duplicate purpose {p.id!r}")
+            seen.add(p.id)
+            for j, b in enumerate(p.legal_bases):
+                if b not in basis_ids:
+                    errors.append(f"purposes.{i}.legal_bases.{j}: undeclared legal basis {b!r}")
+            for j, f in enumerate(p.fields or []):
+                if f not in self.fields.permitted:
+                    errors.append(
+                        f"purposes.{i}.fields.{j}: {f!r} is not in the agreement's permitted fields"
+                    )
+        previous: date | None = None
+        for i, change in enumerate(self.status_history):
+            if previous is not None and change.date <= previous:
+                errors.append(f"status_history.{i}.date: dates must strictly increase")
+            previous = change.date
+            if change.purposes is not None:
+                if change.status is not AgreementStatus.NARROWED:
+                    errors.append(
+                        f"status_history.{i}.purposes: only a 'narrowed' status lists purposes"
+                    )
+                for j, pid in enumerate(change.purposes):
+                    if pid not in seen:
+                        errors.append(
+                            f"status_history.{i}.purposes.{j}: {pid!r} is not a purpose of this "
+                            "agreement"
+                        )
+            elif change.status is AgreementStatus.NARROWED:
+                errors.append(f"status_history.{i}.purposes: a 'narrowed' status must list them")
+        requester_ids = [r.id for r in self.parties.requesters]
+        if len(set(requester_ids)) != len(requester_ids):
+            errors.append("parties.requesters: duplicate id")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def model_post_init(self, context: object, /) -> None:
+        self._sha256 = content_hash(self.model_dump(mode="json", by_alias=True))
+        self._purposes = {p.id: p for p in self.purposes}
+        self._requesters = frozenset(r.id for r in self.parties.requesters)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def requester_ids(self) -> frozenset[str]:
+        return self._requesters
+
+    def purpose_terms(self, purpose_id: str) -> PurposeTerms | None:
+        return self._purposes.get(purpose_id)
+
+    def status_on(self, day: date) -> StatusChange | None:
+        """The status in force on ``day``: the last change dated on or before it."""
+        current: StatusChange | None = None
+        for change in self.status_history:
+            if change.date > day:
+                break
+            current = change
+        return current
+
+    def purposes_on(self, day: date) -> frozenset[str]:
+        """Purposes that may be served under the status in force on ``day``."""
+        status = self.status_on(day)
+        if status is None or status.status not in OPERATIVE_STATUSES:
+            return frozenset()
+        if status.status is AgreementStatus.NARROWED and status.purposes is not None:
+            return frozenset(status.purposes)
+        return frozenset(self._purposes)
+
+    def permitted_fields(self, purpose_id: str) -> frozenset[str]:
+        terms = self._purposes.get(purpose_id)
+        if terms is None:
+            return frozenset()
+        return frozenset(terms.fields if terms.fields is not None else self.fields.permitted)
+
+

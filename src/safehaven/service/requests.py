@@ -1,0 +1,438 @@
+"""Request use cases: submit, review, record a match, disclose, notify or exempt.
+
+Each function runs inside the caller's transaction and moves the request through
+:mod:`safehaven.domain.lifecycle`; a use case either completes with all its rows and
+transitions, or (on any exception) the caller's rollback leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from safehaven.domain.agreement import Agreement
+from safehaven.domain.canonical import content_hash
+from safehaven.domain.decision import AgreementSet, Decision, Outcome, decide
+from safehaven.domain.firewall import DEFAULT_POLICY, FirewallPolicy
+from safehaven.domain.lifecycle import Event, State, transition
+from safehaven.domain.request import TracingRequest
+from safehaven.service.clock import as_utc
+from safehaven.service.settings import firewall_enabled
+from safehaven.store.models import (
+    CapCounterRow,
+    DecisionRow,
+    DisclosureRow,
+    MatchRow,
+    NotificationRow,
+    RequestRow,
+    ReviewRow,
+    TransitionRow,
+)
+
+ENGINE_ACTOR = "safehaven"
+
+
+class NotFoundError(LookupError):
+    pass
+
+
+class IdempotencyConflictError(ValueError):
+    """The same idempotency key was used for a different request body."""
+
+
+class ReviewError(ValueError):
+    pass
+
+
+class MinimisationError(ValueError):
+    pass
+
+
+class NotificationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    public_id: str
+    state: str
+    outcome: str
+    decision: dict[str, Any]
+    created: bool
+
+
+def request_body(request: TracingRequest) -> dict[str, Any]:
+    return request.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _record(
+    session: Session,
+    row: RequestRow,
+    event: Event | None,
+    actor: str,
+    at: datetime,
+) -> None:
+    """Apply one lifecycle event (``None`` = creation) and write its transition row."""
+    before = None if event is None else State(row.state)
+    after = State.RECEIVED if event is None else transition(State(row.state), event)
+    row.state = after.value
+    row.updated_at = at
+    session.add(
+        TransitionRow(
+            request_id=row.id,
+            from_state=before.value if before else None,
+            to_state=after.value,
+            event=event.value if event else "receive",
+            actor=actor,
+            at=at,
+        )
+    )
+
+
+def _lock_counter(session: Session, agreement_id: str, month: str) -> CapCounterRow:
+    """Create-if-missing then lock the month's counter so concurrent submits serialise."""
+    dialect = session.get_bind().dialect.name
+    values = {"agreement_id": agreement_id, "month": month, "used": 0}
+    if dialect == "postgresql":
+        session.execute(
+            postgresql.insert(CapCounterRow).values(values).on_conflict_do_nothing()
+        )
+    else:
+        session.execute(sqlite.insert(CapCounterRow).values(values).on_conflict_do_nothing())
+    counter = session.execute(
+        select(CapCounterRow)
+        .where(CapCounterRow.agreement_id == agreement_id, CapCounterRow.month == month)
+        .with_for_update()
+    ).scalar_one()
+    session.refresh(counter)
+    return counter
+
+
+def submit(
+    session: Session,
+    request: TracingRequest,
+    agreements: AgreementSet,
+    *,
+    received_at: datetime,
+    firewall: FirewallPolicy = DEFAULT_POLICY,
+    firewall_on: bool | None = None,
+) -> SubmitResult:
+    """Record, decide and (unless refused) count a request against its cap.
+
+    Idempotent on ``(requester, request_id)``: the same body returns the stored result, a
+    different body raises :class:`IdempotencyConflictError`.
+    """
+    body = request_body(request)
+    body_sha = content_hash(body)
+    if request.request_id is not None:
+        existing = session.execute(
+            select(RequestRow).where(
+                RequestRow.requester == request.requester,
+                RequestRow.request_key == request.request_id,
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            if existing.body_sha256 != body_sha:
+                raise IdempotencyConflictError(
+                    f"request_id: {request.request_id!r} was already used for a different request"
+                )
+            return _result(existing, created=False)
+
+    row = RequestRow(
+        public_id=str(uuid.uuid4()),
+        requester=request.requester,
+        request_key=request.request_id,
+        agreement_id=request.agreement,
+        purpose=request.purpose,
+        made_on=request.made_on,
+        received_at=received_at,
+        body=body,
+        body_sha256=body_sha,
+        state=State.RECEIVED.value,
+        updated_at=received_at,
+    )
+    session.add(row)
+    session.flush()
+    _record(session, row, None, request.requester, received_at)
+
+    if firewall_on is None:
+        firewall_on = firewall_enabled(session)
+    agreement = agreements.get(request.agreement)
+    counter = None
+    usage = 0
+    if agreement is not None and agreement.volume_cap is not None:
+        counter = _lock_counter(session, agreement.id, received_at.strftime("%Y-%m"))
+        usage = counter.used
+    decision = decide(
+        request,
+        agreements,
+        received_on=received_at.date(),
+        firewall_on=firewall_on,
+        firewall=firewall,
+        cap_usage=usage,
+    )
+    _store_decision(session, row, decision, received_at)
+    if counter is not None and decision.outcome is not Outcome.REFUSED:
+        counter.used += 1
+    session.flush()
+    return _result(row, created=True)
+
+
+def _store_decision(session: Session, row: RequestRow, decision: Decision, at: datetime) -> None:
+    ref = decision.agreement
+    session.add(
+        DecisionRow(
+            request_id=row.id,
+            outcome=decision.outcome.value,
+            rules=[r.to_dict() for r in decision.rules],
+            agreement_id=ref.id if ref else None,
+            agreement_version=ref.version if ref else None,
+            agreement_sha256=ref.sha256 if ref else None,
+            firewall_on=decision.firewall_on,
+            reviewers_required=decision.reviewers_required,
+            permitted_fields=list(decision.permitted_fields),
+            decided_at=at,
+        )
+    )
+    _record(session, row, Event.DECIDE, ENGINE_ACTOR, at)
+    follow = {
+        Outcome.REFUSED: Event.REFUSE,
+        Outcome.NEEDS_REVIEW: Event.SEND_TO_REVIEW,
+        Outcome.APPROVED: Event.APPROVE,
+    }[decision.outcome]
+    _record(session, row, follow, ENGINE_ACTOR, at)
+
+
+def _decision_dict(row: DecisionRow) -> dict[str, Any]:
+    return {
+        "outcome": row.outcome,
+        "rules": row.rules,
+        "refused_by": [r["id"] for r in row.rules if not r["passed"]],
+        "agreement": (
+            {"id": row.agreement_id, "version": row.agreement_version,
+             "sha256": row.agreement_sha256}
+            if row.agreement_id else None
+        ),
+        "firewall": "on" if row.firewall_on else "off",
+        "reviewers_required": row.reviewers_required,
+        "permitted_fields": row.permitted_fields,
+    }
+
+
+def _result(row: RequestRow, *, created: bool) -> SubmitResult:
+    assert row.decision is not None
+    return SubmitResult(
+        public_id=row.public_id,
+        state=row.state,
+        outcome=row.decision.outcome,
+        decision=_decision_dict(row.decision),
+        created=created,
+    )
+
+
+def get_request(session: Session, public_id: str) -> RequestRow:
+    row = session.execute(
+        select(RequestRow).where(RequestRow.public_id == public_id)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"request {public_id!r} not found")
+    return row
+
+
+def review(
+    session: Session,
+    public_id: str,
+    *,
+    reviewer: str,
+    verdict: Literal["approve", "refuse"],
+    reason: str,
+    at: datetime,
+) -> str:
+    """Record one reviewer's verdict; four-eyes needs two different people to approve."""
+    if not reason.strip():
+        raise ReviewError("reason: a written reason is required for every review")
+    if verdict not in ("approve", "refuse"):
+        raise ReviewError("verdict: must be 'approve' or 'refuse'")
+    row = get_request(session, public_id)
+    if row.state != State.IN_REVIEW.value:
+        raise ReviewError(f"request is {row.state}, not in review")
+    if any(r.reviewer == reviewer for r in row.reviews):
+        raise ReviewError(
+            f"reviewer {reviewer!r} has already reviewed this request; a second approval must "
+            "come from a different person"
+        )
+    session.add(ReviewRow(request_id=row.id, reviewer=reviewer, verdict=verdict,
+                          reason=reason.strip(), reviewed_at=at))
+    if verdict == "refuse":
+        _record(session, row, Event.REVIEW_REFUSE, reviewer, at)
+    else:
+        approvals = 1 + sum(1 for r in row.reviews if r.verdict == "approve")
+        required = row.decision.reviewers_required if row.decision else 1
+        event = Event.APPROVE if approvals >= required else Event.REVIEW_APPROVE
+        _record(session, row, event, reviewer, at)
+    session.flush()
+    return row.state
+
+
+MatchStatus = Literal["matched", "ambiguous", "no_match"]
+
+
+def record_match(
+    session: Session,
+    public_id: str,
+    *,
+    status: MatchStatus,
+    score: float | None,
+    record_id: str | None,
+    at: datetime,
+) -> str:
+    """Record the matcher's verdict; anything but a unique, confident match discloses nothing."""
+    row = get_request(session, public_id)
+    if status == "matched" and record_id is None:
+        raise ValueError("record_id: a match must name the register record")
+    event = Event.MATCH if status == "matched" else Event.NO_MATCH
+    _record(session, row, event, ENGINE_ACTOR, at)
+    session.add(MatchRow(request_id=row.id, status=status, score=score,
+                         record_id=record_id if status == "matched" else None, matched_at=at))
+    session.flush()
+    return row.state
+
+
+def _norm_postcode(value: str | None) -> str | None:
+    return value.replace(" ", "").upper() if value else None
+
+
+def is_new_information(body: dict[str, Any], released: dict[str, Any]) -> bool | None:
+    """Did the disclosure tell the requester an address it did not already hold?
+
+    ``None`` when no address was released (a status check), so such answers are not
+    counted either way.
+    """
+    if "address" not in released and "address-postalcode" not in released:
+        return None
+    known = body.get("subject", {}).get("known_address")
+    if not known:
+        return True
+    if "address-postalcode" in released:
+        return _norm_postcode(released["address-postalcode"]) != _norm_postcode(
+            known.get("postalcode")
+        )
+    line = known.get("line")
+    return line is None or " ".join(str(released["address"]).lower().split()) != " ".join(
+        line.lower().split()
+    )
+
+
+def disclose(session: Session, public_id: str, *, released: dict[str, Any], at: datetime) -> bool | None:
+    """Record what was released, refusing anything outside the decision's permitted fields."""
+    row = get_request(session, public_id)
+    assert row.decision is not None
+    outside = sorted(set(released) - set(row.decision.permitted_fields))
+    if outside:
+        raise MinimisationError(f"fields: not permitted by the decision: {outside}")
+    _record(session, row, Event.DISCLOSE, ENGINE_ACTOR, at)
+    new = is_new_information(row.body, released)
+    session.add(DisclosureRow(request_id=row.id, fields=released, new_information=new,
+                              disclosed_at=at))
+    session.flush()
+    return new
+
+
+def notify(session: Session, public_id: str, *, actor: str, at: datetime) -> str:
+    row = get_request(session, public_id)
+    _record(session, row, Event.NOTIFY, actor, at)
+    session.add(NotificationRow(request_id=row.id, kind="notified", recorded_by=actor,
+                                recorded_at=at))
+    session.flush()
+    return row.state
+
+
+def exempt(
+    session: Session,
+    public_id: str,
+    agreement: Agreement,
+    *,
+    exemption_id: str,
+    reason: str,
+    review_on: date,
+    actor: str,
+    at: datetime,
+) -> str:
+    """Record that the subject is not told, under an exemption the agreement allows."""
+    row = get_request(session, public_id)
+    if agreement.id != row.agreement_id:
+        raise NotificationError("agreement: not the agreement this request was decided under")
+    if agreement.notification.rule == "notify":
+        raise NotificationError("exemption_id: this agreement allows no exemption from notice")
+    allowed = {e.id: e for e in agreement.notification.exemptions}
+    if exemption_id not in allowed:
+        raise NotificationError(
+            f"exemption_id: {exemption_id!r} is not allowed; allowed: {sorted(allowed)}"
+        )
+    if not reason.strip():
+        raise NotificationError("reason: an exemption needs a written reason")
+    latest = as_utc(at).date() + timedelta(days=allowed[exemption_id].review_after_days)
+    if review_on > latest or review_on < as_utc(at).date():
+        raise NotificationError(
+            f"review_on: must be between today and {latest.isoformat()} for this exemption"
+        )
+    _record(session, row, Event.EXEMPT, actor, at)
+    session.add(NotificationRow(request_id=row.id, kind="exempted", exemption_id=exemption_id,
+                                reason=reason.strip(), review_on=review_on, recorded_by=actor,
+                                recorded_at=at))
+    session.flush()
+    return row.state
+
+
+def cap_used(session: Session, agreement_id: str, month: str) -> int:
+    value = session.execute(
+        select(func.coalesce(func.max(CapCounterRow.used), 0)).where(
+            CapCounterRow.agreement_id == agreement_id, CapCounterRow.month == month
+        )
+    ).scalar_one()
+    return int(value)
+
+
+def request_view(session: Session, row: RequestRow) -> dict[str, Any]:
+    """Everything stored about one request, as plain JSON-able data."""
+    transitions = session.execute(
+        select(TransitionRow).where(TransitionRow.request_id == row.id).order_by(TransitionRow.id)
+    ).scalars()
+    return {
+        "id": row.public_id,
+        "request_id": row.request_key,
+        "requester": row.requester,
+        "agreement": row.agreement_id,
+        "purpose": row.purpose,
+        "made_on": row.made_on.isoformat(),
+        "received_at": as_utc(row.received_at).isoformat(),
+        "state": row.state,
+        "decision": _decision_dict(row.decision) if row.decision else None,
+        "reviews": [
+            {"reviewer": r.reviewer, "verdict": r.verdict, "reason": r.reason,
+             "at": as_utc(r.reviewed_at).isoformat()}
+            for r in row.reviews
+        ],
+        "transitions": [
+            {"from": t.from_state, "to": t.to_state, "event": t.event, "actor": t.actor,
+             "at": as_utc(t.at).isoformat()}
+            for t in transitions
+        ],
+    }
+
+
+def list_requests(session: Session, *, state: str | None, limit: int) -> list[dict[str, Any]]:
+    query = select(RequestRow).order_by(RequestRow.id.desc()).limit(limit)
+    if state:
+        query = query.where(RequestRow.state == state)
+    return [
+        {"id": r.public_id, "requester": r.requester, "agreement": r.agreement_id,
+         "purpose": r.purpose, "made_on": r.made_on.isoformat(), "state": r.state}
+        for r in session.execute(query).scalars()
+    ]

@@ -1,0 +1,39 @@
+"""Controller settings kept in the workspace database, with every change on record."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from safehaven.service.clock import utcnow
+from safehaven.store.models import PolicyChangeRow, SettingRow
+
+FIREWALL_KEY = "firewall"
+
+
+def firewall_enabled(session: Session) -> bool:
+    """On unless the controller has switched it off: a fresh install is protected."""
+    row = session.get(SettingRow, FIREWALL_KEY)
+    return row is None or row.value == "on"
+
+
+def set_firewall(session: Session, enabled: bool, *, actor: str, reason: str) -> None:
+    if not reason.strip():
+        raise ValueError("reason: a reason is required to change the firewall")
+    value = "on" if enabled else "off"
+    now = utcnow()
+    row = session.get(SettingRow, FIREWALL_KEY)
+    if row is None:
+        session.add(SettingRow(key=FIREWALL_KEY, value=value, updated_at=now))
+    else:
+        row.value = value
+        row.updated_at = now
+    session.add(PolicyChangeRow(setting=FIREWALL_KEY, value=value, actor=actor, reason=reason,
+                                at=now))
+
+
+def firewall_history(session: Session) -> list[PolicyChangeRow]:
+    return list(
+        session.query(PolicyChangeRow)
+        .filter(PolicyChangeRow.setting == FIREWALL_KEY)
+        .order_by(PolicyChangeRow.id)
+    )

@@ -1,0 +1,1 @@
+"""Persistence adapter: SQLAlchemy 2 models, Alembic migrations, SQLite or PostgreSQL."""

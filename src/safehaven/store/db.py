@@ -1,0 +1,97 @@
+"""Engines, workspace location and schema migration.
+
+SQLite is the embedded default (a file in ``SAFEHAVEN_HOME``); PostgreSQL is chosen with
+``--database-url`` or ``SAFEHAVEN_DATABASE_URL``.  SQLite runs in WAL mode with
+``synchronous=FULL`` because a request is acknowledged only after its commit: the commit
+must survive a power cut, not just a process crash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+HOME_ENV = "SAFEHAVEN_HOME"
+URL_ENV = "SAFEHAVEN_DATABASE_URL"
+
+
+def workspace_home() -> Path:
+    return Path(os.environ.get(HOME_ENV, ".safehaven")).expanduser()
+
+
+def resolve_url(database_url: str | None = None) -> str:
+    """Explicit URL, else ``SAFEHAVEN_DATABASE_URL``, else the workspace SQLite file."""
+    url = database_url or os.environ.get(URL_ENV)
+    if url:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+    home = workspace_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'safehaven.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is
+    # deferred, which lets two writers read the same cap count before either writes).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+
+        # Take the write lock at BEGIN so read-then-write use cases (caps, idempotency)
+        # cannot interleave between two processes.
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config(engine: Engine) -> Config:
+    migrations = Path(str(resources.files("safehaven.store") / "migrations"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    command.upgrade(_alembic_config(engine), "head")
+
+
+def open_store(database_url: str | None = None, *, migrate: bool = True) -> Engine:
+    engine = make_engine(resolve_url(database_url))
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    with factory() as session, session.begin():
+        yield session

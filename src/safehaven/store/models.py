@@ -1,0 +1,174 @@
+"""Tables.  Personal data lives only in ``requests.body`` (and later the register).
+
+Timestamps are stored as timezone-aware UTC.  JSON columns hold structured explanations
+(rules applied, fields disclosed) exactly as they were produced, so a decision can be shown
+to a reviewer or an auditor without being recomputed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)
+    requester: Mapped[str] = mapped_column(String(80))
+    request_key: Mapped[str | None] = mapped_column(String(128))
+    agreement_id: Mapped[str] = mapped_column(String(80))
+    purpose: Mapped[str] = mapped_column(String(80))
+    made_on: Mapped[date] = mapped_column(Date)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    decision: Mapped[DecisionRow | None] = relationship(back_populates="request", uselist=False)
+    reviews: Mapped[list[ReviewRow]] = relationship(
+        back_populates="request", order_by="ReviewRow.id"
+    )
+
+    __table_args__ = (
+        UniqueConstraint("requester", "request_key", name="uq_requests_requester_key"),
+        Index("ix_requests_agreement_received", "agreement_id", "received_at"),
+        Index("ix_requests_state", "state"),
+    )
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    rules: Mapped[list[Any]] = mapped_column(JSON)
+    agreement_id: Mapped[str | None] = mapped_column(String(80))
+    agreement_version: Mapped[str | None] = mapped_column(String(20))
+    agreement_sha256: Mapped[str | None] = mapped_column(String(64))
+    firewall_on: Mapped[bool] = mapped_column(Boolean)
+    reviewers_required: Mapped[int] = mapped_column(Integer)
+    permitted_fields: Mapped[list[Any]] = mapped_column(JSON)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    request: Mapped[RequestRow] = relationship(back_populates="decision")
+
+
+class ReviewRow(Base):
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    reviewer: Mapped[str] = mapped_column(String(80))
+    verdict: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(Text)
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    request: Mapped[RequestRow] = relationship(back_populates="reviews")
+
+    __table_args__ = (UniqueConstraint("request_id", "reviewer", name="uq_reviews_once_each"),)
+
+
+class MatchRow(Base):
+    __tablename__ = "matches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(20))
+    score: Mapped[float | None] = mapped_column(Float)
+    record_id: Mapped[str | None] = mapped_column(String(64))
+    matched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DisclosureRow(Base):
+    __tablename__ = "disclosures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON)
+    new_information: Mapped[bool | None] = mapped_column(Boolean)
+    disclosed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NotificationRow(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # "notified" | "exempted"
+    exemption_id: Mapped[str | None] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text)
+    review_on: Mapped[date | None] = mapped_column(Date)
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TransitionRow(Base):
+    """Every lifecycle step, in order; the ledger commits to the same events."""
+
+    __tablename__ = "transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    event: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CapCounterRow(Base):
+    """Requests counted against an agreement's monthly cap; locked row per month."""
+
+    __tablename__ = "cap_counters"
+
+    agreement_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer)
+
+
+class SettingRow(Base):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyChangeRow(Base):
+    """Who switched what, when and why: the controller's own decisions are on record too."""
+
+    __tablename__ = "policy_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    setting: Mapped[str] = mapped_column(String(80))
+    value: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
