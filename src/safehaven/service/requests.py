@@ -77,8 +77,13 @@ def _record(
     event: Event | None,
     actor: str,
     at: datetime,
-) -> None:
-    """Apply one lifecycle event (``None`` = creation) and write its transition row."""
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Apply one lifecycle event (``None`` = creation) and write its transition row.
+
+    Returns the ledger entry for the step: ids, hashes and non-personal detail only, so a
+    tree head can be published without publishing anyone's data.
+    """
     before = None if event is None else State(row.state)
     after = State.RECEIVED if event is None else transition(State(row.state), event)
     row.state = after.value
@@ -93,6 +98,18 @@ def _record(
             at=at,
         )
     )
+    entry: dict[str, Any] = {
+        "type": "request.transition",
+        "request": row.public_id,
+        "from": before.value if before else None,
+        "to": after.value,
+        "event": event.value if event else "receive",
+        "actor": actor,
+        "at": as_utc(at).isoformat(),
+    }
+    if detail:
+        entry["detail"] = detail
+    return entry
 
 
 def _lock_counter(session: Session, agreement_id: str, month: str) -> CapCounterRow:
@@ -159,7 +176,11 @@ def submit(
     )
     session.add(row)
     session.flush()
-    _record(session, row, None, request.requester, received_at)
+    _record(session, row, None, request.requester, received_at, {
+        "requester": request.requester, "agreement": request.agreement,
+        "purpose": request.purpose, "made_on": request.made_on.isoformat(),
+        "body_sha256": body_sha,
+    })
 
     if firewall_on is None:
         firewall_on = firewall_enabled(session)
@@ -200,7 +221,12 @@ def _store_decision(session: Session, row: RequestRow, decision: Decision, at: d
             decided_at=at,
         )
     )
-    _record(session, row, Event.DECIDE, ENGINE_ACTOR, at)
+    _record(session, row, Event.DECIDE, ENGINE_ACTOR, at, {
+        "outcome": decision.outcome.value,
+        "agreement": ref.to_dict() if ref else None,
+        "firewall": "on" if decision.firewall_on else "off",
+        "rules": [r.to_dict() for r in decision.rules],
+    })
     follow = {
         Outcome.REFUSED: Event.REFUSE,
         Outcome.NEEDS_REVIEW: Event.SEND_TO_REVIEW,
@@ -269,13 +295,14 @@ def review(
         )
     session.add(ReviewRow(request_id=row.id, reviewer=reviewer, verdict=verdict,
                           reason=reason.strip(), reviewed_at=at))
+    detail = {"verdict": verdict, "reason_sha256": content_hash(reason.strip())}
     if verdict == "refuse":
-        _record(session, row, Event.REVIEW_REFUSE, reviewer, at)
+        _record(session, row, Event.REVIEW_REFUSE, reviewer, at, detail)
     else:
         approvals = 1 + sum(1 for r in row.reviews if r.verdict == "approve")
         required = row.decision.reviewers_required if row.decision else 1
         event = Event.APPROVE if approvals >= required else Event.REVIEW_APPROVE
-        _record(session, row, event, reviewer, at)
+        _record(session, row, event, reviewer, at, detail)
     session.flush()
     return row.state
 
@@ -297,7 +324,10 @@ def record_match(
     if status == "matched" and record_id is None:
         raise ValueError("record_id: a match must name the register record")
     event = Event.MATCH if status == "matched" else Event.NO_MATCH
-    _record(session, row, event, ENGINE_ACTOR, at)
+    _record(session, row, event, ENGINE_ACTOR, at, {
+        "status": status, "score": score,
+        "record_sha256": content_hash(record_id) if record_id else None,
+    })
     session.add(MatchRow(request_id=row.id, status=status, score=score,
                          record_id=record_id if status == "matched" else None, matched_at=at))
     session.flush()
@@ -336,8 +366,11 @@ def disclose(session: Session, public_id: str, *, released: dict[str, Any], at: 
     outside = sorted(set(released) - set(row.decision.permitted_fields))
     if outside:
         raise MinimisationError(f"fields: not permitted by the decision: {outside}")
-    _record(session, row, Event.DISCLOSE, ENGINE_ACTOR, at)
     new = is_new_information(row.body, released)
+    _record(session, row, Event.DISCLOSE, ENGINE_ACTOR, at, {
+        "fields": sorted(released), "released_sha256": content_hash(released),
+        "new_information": new,
+    })
     session.add(DisclosureRow(request_id=row.id, fields=released, new_information=new,
                               disclosed_at=at))
     session.flush()
@@ -382,7 +415,10 @@ def exempt(
         raise NotificationError(
             f"review_on: must be between today and {latest.isoformat()} for this exemption"
         )
-    _record(session, row, Event.EXEMPT, actor, at)
+    _record(session, row, Event.EXEMPT, actor, at, {
+        "exemption": exemption_id, "review_on": review_on.isoformat(),
+        "reason_sha256": content_hash(reason.strip()),
+    })
     session.add(NotificationRow(request_id=row.id, kind="exempted", exemption_id=exemption_id,
                                 reason=reason.strip(), review_on=review_on, recorded_by=actor,
                                 recorded_at=at))
