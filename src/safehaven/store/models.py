@@ -20,6 +20,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -172,3 +174,64 @@ class PolicyChangeRow(Base):
     actor: Mapped[str] = mapped_column(String(80))
     reason: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- Tamper-evident ledger (see safehaven.ledger and docs/ledger.md) -------------------------
+
+
+class LedgerEntryRow(Base):
+    """One leaf of the RFC 6962 log: the canonical JSON event, addressed by its 0-based index.
+
+    ``leaf_hash`` is redundant with ``event`` on purpose: a verifier that finds the two
+    disagree can name the exact entry that was edited instead of only "the root differs".
+    """
+
+    __tablename__ = "ledger_entries"
+
+    idx: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    event: Mapped[str] = mapped_column(Text)
+
+
+class LedgerNodeRow(Base):
+    """Hash of the complete subtree covering leaves [idx * 2**level, (idx + 1) * 2**level).
+
+    Only levels >= 1 are stored (level 0 is ``ledger_entries.leaf_hash``); a node is written
+    once, when its subtree becomes complete, so a proof needs O(log n) point lookups and an
+    append never rehashes the log.
+    """
+
+    __tablename__ = "ledger_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+    # The key is the only index; a separate rowid would double the table on SQLite.
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
+
+
+class LedgerStateRow(Base):
+    """The single row appenders lock: current size and the right edge ("compact range").
+
+    ``frontier`` is the concatenation of the complete-subtree hashes of the tree's right
+    edge, largest first (one per set bit of ``size``), so an append reads one row.
+    """
+
+    __tablename__ = "ledger_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerHeadRow(Base):
+    """A signed tree head; every one is kept so any two can be proved consistent."""
+
+    __tablename__ = "ledger_heads"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
