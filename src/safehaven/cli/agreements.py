@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from safehaven.agreements import bundled_dir, check_dir
+from safehaven.agreements.schema import agreement_schema, render
 from safehaven.cli.common import (
     EXIT_PROBLEMS,
     JsonOpt,
@@ -94,3 +96,9 @@ def show(
         label = status.status.value if status else "not yet made"
         out.print(f"On {day.isoformat()}: [bold]{label}[/]; purposes permitted: "
                   + (", ".join(sorted(agreement.purposes_on(day))) or "none"))
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of agreement files (generated from the model; for editors and CI)."""
+    sys.stdout.write(render(agreement_schema()))
