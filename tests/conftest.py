@@ -106,6 +106,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         bar = "!" * 78
         terminalreporter.write_line(bar, red=True, bold=True)
         terminalreporter.write_line(
-            "PostgreSQL tests were SKIPPED: no server could be reached "
-            f"({_pg_problem[0]})", red=True, bold=True)
+            f"PostgreSQL tests were SKIPPED: no server could be reached ({_pg_problem[0]})",
+            red=True,
+            bold=True,
+        )
         terminalreporter.write_line(bar, red=True, bold=True)

@@ -27,11 +27,15 @@ EXIT_PROBLEMS = 1
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 DatabaseOpt = typer.Option(
-    None, "--database-url", envvar="SAFEHAVEN_DATABASE_URL",
+    None,
+    "--database-url",
+    envvar="SAFEHAVEN_DATABASE_URL",
     help="SQLAlchemy URL (default: SQLite in $SAFEHAVEN_HOME, ./.safehaven).",
 )
 AgreementsOpt = typer.Option(
-    None, "--agreements", envvar="SAFEHAVEN_AGREEMENTS",
+    None,
+    "--agreements",
+    envvar="SAFEHAVEN_AGREEMENTS",
     help="Directory of agreement files (default: the bundled agreements).",
 )
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, time
 from importlib import resources
 from pathlib import Path
 
-import typer
 from rich.table import Table
 
 from safehaven.agreements import load_dir
@@ -32,22 +31,36 @@ def demo_command(database_url: str = DatabaseOpt) -> None:
     """Run the seeds' example requests through the decision engine and the store."""
     agreements = load_dir()
     factory = session_factory(open_store(database_url))
-    table = Table("example", "made on", "firewall off", "firewall on", "refused by (firewall on)",
-                  title="The seeds' turning points, decided by safehaven")
+    table = Table(
+        "example",
+        "made on",
+        "firewall off",
+        "firewall on",
+        "refused by (firewall on)",
+        title="The seeds' turning points, decided by safehaven",
+    )
     stored = 0
     for path in example_files():
         request = parse_request(path.read_bytes())
         received = datetime.combine(request.made_on, time(12, 0), UTC)
         off = decide(request, agreements, received_on=received.date(), firewall_on=False)
         with transaction(factory) as session:
-            result = svc.submit(session, request, agreements, received_at=received,
-                                firewall_on=True)
+            result = svc.submit(
+                session, request, agreements, received_at=received, firewall_on=True
+            )
             stored += int(result.created)
-        table.add_row(path.stem, request.made_on.isoformat(), off.outcome.value, result.outcome,
-                      ", ".join(result.decision["refused_by"]) or "—")
+        table.add_row(
+            path.stem,
+            request.made_on.isoformat(),
+            off.outcome.value,
+            result.outcome,
+            ", ".join(result.decision["refused_by"]) or "—",
+        )
     out.print(table)
-    out.print(f"{stored} new request(s) stored and decided in the workspace database "
-              "(firewall on). Explore: [bold]safehaven requests list[/], "
-              "[bold]safehaven agreements show nhs-digital-home-office-2017 --on 2018-06-01[/], "
-              "[bold]safehaven decide FILE --firewall off --explain[/].")
+    out.print(
+        f"{stored} new request(s) stored and decided in the workspace database "
+        "(firewall on). Explore: [bold]safehaven requests list[/], "
+        "[bold]safehaven agreements show nhs-digital-home-office-2017 --on 2018-06-01[/], "
+        "[bold]safehaven decide FILE --firewall off --explain[/]."
+    )
     out.print("Example request files: " + json.dumps(str(example_files()[0].parent)))

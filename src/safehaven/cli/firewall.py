@@ -10,15 +10,15 @@ from safehaven.domain.firewall import DEFAULT_POLICY
 from safehaven.service import settings
 from safehaven.store.db import open_store, session_factory, transaction
 
-app = typer.Typer(help="Switch the firewall on or off, or show its state.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Switch the firewall on or off, or show its state.", no_args_is_help=True)
 
 ReasonOpt = typer.Option(..., "--reason", help="Why (kept on record with who and when).")
 ActorOpt = typer.Option("controller", "--actor", help="Who is making the change.")
 
 
-def _switch(enabled: bool, reason: str, actor: str, database_url: str | None,
-            as_json: bool) -> None:
+def _switch(
+    enabled: bool, reason: str, actor: str, database_url: str | None, as_json: bool
+) -> None:
     if not reason.strip():
         fail("--reason: a reason is required to change the firewall", as_json=as_json)
     factory = session_factory(open_store(database_url))
@@ -33,12 +33,21 @@ def _status(database_url: str | None, as_json: bool) -> None:
         enabled = settings.firewall_enabled(session)
         history = settings.firewall_history(session)
         if as_json:
-            print_json({
-                "firewall": "on" if enabled else "off",
-                "rules": [r.model_dump(mode="json") for r in DEFAULT_POLICY.rules],
-                "history": [{"value": h.value, "actor": h.actor, "reason": h.reason,
-                             "at": h.at.isoformat()} for h in history],
-            })
+            print_json(
+                {
+                    "firewall": "on" if enabled else "off",
+                    "rules": [r.model_dump(mode="json") for r in DEFAULT_POLICY.rules],
+                    "history": [
+                        {
+                            "value": h.value,
+                            "actor": h.actor,
+                            "reason": h.reason,
+                            "at": h.at.isoformat(),
+                        }
+                        for h in history
+                    ],
+                }
+            )
             return
         state = "[bold green]ON[/]" if enabled else "[bold red]OFF[/]"
         out.print(f"Firewall: {state}")
@@ -52,15 +61,23 @@ def _status(database_url: str | None, as_json: bool) -> None:
 
 
 @app.command("on")
-def on(reason: str = ReasonOpt, actor: str = ActorOpt, database_url: str = DatabaseOpt,
-       as_json: bool = JsonOpt) -> None:
+def on(
+    reason: str = ReasonOpt,
+    actor: str = ActorOpt,
+    database_url: str = DatabaseOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Switch the firewall on."""
     _switch(True, reason, actor, database_url, as_json)
 
 
 @app.command("off")
-def off(reason: str = ReasonOpt, actor: str = ActorOpt, database_url: str = DatabaseOpt,
-        as_json: bool = JsonOpt) -> None:
+def off(
+    reason: str = ReasonOpt,
+    actor: str = ActorOpt,
+    database_url: str = DatabaseOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Switch the firewall off (recorded with who and why)."""
     _switch(False, reason, actor, database_url, as_json)
 

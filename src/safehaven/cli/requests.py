@@ -58,8 +58,9 @@ def decide_command(
         fail(exc.problems, as_json=True)
     agreements = load_agreements(agreements_dir, as_json=True)
     received_on = parse_date(received, label="--received", as_json=True) or utcnow().date()
-    decision: Decision = decide(request, agreements, received_on=received_on,
-                                firewall_on=firewall == "on")
+    decision: Decision = decide(
+        request, agreements, received_on=received_on, firewall_on=firewall == "on"
+    )
     print_json(decision.to_dict())
     if explain:
         _print_rules([r.to_dict() for r in decision.rules])
@@ -88,11 +89,19 @@ def submit_command(
     except svc.IdempotencyConflictError as exc:
         fail(str(exc), as_json=as_json, code=3)
     if as_json:
-        print_json({"id": result.public_id, "state": result.state, "created": result.created,
-                    "decision": result.decision})
+        print_json(
+            {
+                "id": result.public_id,
+                "state": result.state,
+                "created": result.created,
+                "decision": result.decision,
+            }
+        )
         return
-    out.print(f"request [bold]{result.public_id}[/]: {result.outcome} (state {result.state})"
-              + ("" if result.created else " — already received, same body"))
+    out.print(
+        f"request [bold]{result.public_id}[/]: {result.outcome} (state {result.state})"
+        + ("" if result.created else " — already received, same body")
+    )
     _print_rules(result.decision["rules"])
 
 
@@ -110,9 +119,14 @@ def review_command(
     factory = session_factory(open_store(database_url))
     try:
         with transaction(factory) as session:
-            state = svc.review(session, public_id, reviewer=reviewer,
-                               verdict=verdict,  # type: ignore[arg-type]
-                               reason=reason, at=utcnow())
+            state = svc.review(
+                session,
+                public_id,
+                reviewer=reviewer,
+                verdict=verdict,  # type: ignore[arg-type]
+                reason=reason,
+                at=utcnow(),
+            )
     except svc.NotFoundError as exc:
         fail(f"ID: {exc}", as_json=as_json)
     except (svc.ReviewError, IllegalTransition) as exc:
@@ -140,8 +154,10 @@ def show(
     if as_json:
         print_json(view)
         return
-    out.print(f"[bold]{view['id']}[/] {view['requester']} → {view['agreement']} "
-              f"({view['purpose']}), made {view['made_on']}: [bold]{view['state']}[/]")
+    out.print(
+        f"[bold]{view['id']}[/] {view['requester']} → {view['agreement']} "
+        f"({view['purpose']}), made {view['made_on']}: [bold]{view['state']}[/]"
+    )
     if view["decision"]:
         _print_rules(view["decision"]["rules"])
     history = Table("at", "from", "to", "event", "by", title="Lifecycle")
@@ -166,6 +182,7 @@ def list_requests(
         return
     table = Table("id", "requester", "agreement", "purpose", "made on", "state")
     for r in rows:
-        table.add_row(r["id"], r["requester"], r["agreement"], r["purpose"], r["made_on"],
-                      r["state"])
+        table.add_row(
+            r["id"], r["requester"], r["agreement"], r["purpose"], r["made_on"], r["state"]
+        )
     out.print(table)

@@ -271,5 +271,3 @@ class Agreement(_Model):
         if terms is None:
             return frozenset()
         return frozenset(terms.fields if terms.fields is not None else self.fields.permitted)
-
-

@@ -359,7 +359,9 @@ def is_new_information(body: dict[str, Any], released: dict[str, Any]) -> bool |
     )
 
 
-def disclose(session: Session, public_id: str, *, released: dict[str, Any], at: datetime) -> bool | None:
+def disclose(
+    session: Session, public_id: str, *, released: dict[str, Any], at: datetime
+) -> bool | None:
     """Record what was released, refusing anything outside the decision's permitted fields."""
     row = get_request(session, public_id)
     assert row.decision is not None

@@ -12,8 +12,11 @@ engine: Engine | None = config.attributes.get("engine")
 if engine is None:  # command-line alembic: take the URL from the environment
     from safehaven.store.db import make_engine, resolve_url
 
-    engine = make_engine(resolve_url()) if config.get_main_option("sqlalchemy.url") is None \
+    engine = (
+        make_engine(resolve_url())
+        if config.get_main_option("sqlalchemy.url") is None
         else create_engine(str(config.get_main_option("sqlalchemy.url")))
+    )
 
 with engine.connect() as connection:
     context.configure(

@@ -1,0 +1,319 @@
+"""Request use cases against a real store (every test runs on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from safehaven.domain.lifecycle import IllegalTransition
+from safehaven.service import requests as svc
+from safehaven.service import settings
+from safehaven.store.db import transaction
+from safehaven.store.models import (
+    CapCounterRow,
+    DecisionRow,
+    DisclosureRow,
+    RequestRow,
+    ReviewRow,
+    TransitionRow,
+)
+from tests.builders import DFE_TRACE, NHS_DEPORT, NHS_TRACE, POLICE, STATUS, req
+
+AT = datetime(2017, 9, 2, 10, 0, tzinfo=UTC)
+
+
+def submit(factory, agreements, request_body, *, at=AT, firewall_on=None):
+    with transaction(factory) as s:
+        return svc.submit(s, req(request_body), agreements, received_at=at, firewall_on=firewall_on)
+
+
+def test_fresh_install_has_firewall_on_and_refuses_immigration(factory, agreements):
+    result = submit(factory, agreements, NHS_TRACE)
+    assert result.outcome == "refused" and result.state == "refused"
+    assert result.decision["firewall"] == "on"
+    assert "firewall.no-health-education-immigration" in result.decision["refused_by"]
+
+
+def test_firewall_switch_is_recorded(factory, agreements):
+    with transaction(factory) as s:
+        assert settings.firewall_enabled(s)
+        with pytest.raises(ValueError, match="reason"):
+            settings.set_firewall(s, False, actor="ctl", reason="  ")
+    with transaction(factory) as s:
+        settings.set_firewall(s, False, actor="caldicott-guardian", reason="test of switch")
+    result = submit(factory, agreements, NHS_TRACE)
+    assert result.outcome == "needs_review" and result.decision["firewall"] == "off"
+    with transaction(factory) as s:
+        settings.set_firewall(s, True, actor="caldicott-guardian", reason="back on")
+        history = settings.firewall_history(s)
+    assert [(h.value, h.actor) for h in history] == [
+        ("off", "caldicott-guardian"),
+        ("on", "caldicott-guardian"),
+    ]
+
+
+def test_submit_stores_request_decision_and_transitions(factory, agreements):
+    result = submit(factory, agreements, POLICE)
+    with transaction(factory) as s:
+        row = svc.get_request(s, result.public_id)
+        assert row.state == "in_review"
+        assert row.body["subject"]["family"] == "Testsuspect"
+        decision = s.execute(
+            select(DecisionRow).where(DecisionRow.request_id == row.id)
+        ).scalar_one()
+        assert decision.agreement_sha256 == agreements.get("nhs-police-tracing").sha256
+        assert decision.outcome == "needs_review"
+        assert any(r["id"] == "grounds.offence_age" for r in decision.rules)
+        steps = [
+            (t.from_state, t.to_state)
+            for t in s.execute(
+                select(TransitionRow)
+                .where(TransitionRow.request_id == row.id)
+                .order_by(TransitionRow.id)
+            ).scalars()
+        ]
+    assert steps == [(None, "received"), ("received", "decided"), ("decided", "in_review")]
+
+
+def test_idempotent_on_request_id(factory, agreements):
+    first = submit(factory, agreements, {**POLICE, "request_id": "met-0001"})
+    again = submit(factory, agreements, {**POLICE, "request_id": "met-0001"})
+    assert first.created and not again.created
+    assert again.public_id == first.public_id and again.decision == first.decision
+    with pytest.raises(svc.IdempotencyConflictError, match="request_id"):
+        submit(factory, agreements, {**POLICE, "request_id": "met-0001", "made_on": "2017-08-31"})
+    # The same key from another agency is a different request.
+    other = submit(
+        factory,
+        agreements,
+        {**POLICE, "request_id": "met-0001", "requester": "west-midlands-police"},
+    )
+    assert other.public_id != first.public_id
+    with transaction(factory) as s:
+        assert s.scalar(select(func.count()).select_from(RequestRow)) == 2
+
+
+def test_failed_submit_leaves_nothing(factory, agreements):
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), transaction(factory) as s:
+        svc.submit(s, req(POLICE), agreements, received_at=AT)
+        raise Boom
+    with transaction(factory) as s:
+        assert s.scalar(select(func.count()).select_from(RequestRow)) == 0
+        assert s.scalar(select(func.count()).select_from(TransitionRow)) == 0
+
+
+def test_cap_counts_by_month_received_and_skips_refusals(factory, agreements):
+    with transaction(factory) as s:
+        settings.set_firewall(s, False, actor="t", reason="cap test")
+        s.add(CapCounterRow(agreement_id="dfe-home-office-2016", month="2016-11", used=1498))
+    at = datetime(2016, 11, 20, tzinfo=UTC)
+    refused = submit(factory, agreements, {**DFE_TRACE, "grounds": {}}, at=at)
+    assert refused.outcome == "refused"
+    r1499 = submit(factory, agreements, DFE_TRACE, at=at)
+    r1500 = submit(factory, agreements, DFE_TRACE, at=at)
+    r1501 = submit(factory, agreements, DFE_TRACE, at=at)
+    assert [r1499.outcome, r1500.outcome, r1501.outcome] == [
+        "needs_review",
+        "needs_review",
+        "refused",
+    ]
+    assert r1501.decision["refused_by"] == ["volume.cap"]
+    nxt = submit(factory, agreements, DFE_TRACE, at=datetime(2016, 12, 1, tzinfo=UTC))
+    assert nxt.outcome == "needs_review"
+    with transaction(factory) as s:
+        assert svc.cap_used(s, "dfe-home-office-2016", "2016-11") == 1500
+        assert svc.cap_used(s, "dfe-home-office-2016", "2016-12") == 1
+
+
+def test_cap_holds_under_concurrent_submits(factory, agreements):
+    with transaction(factory) as s:
+        settings.set_firewall(s, False, actor="t", reason="cap test")
+        s.add(CapCounterRow(agreement_id="dfe-home-office-2016", month="2016-11", used=1490))
+    at = datetime(2016, 11, 20, tzinfo=UTC)
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            for _ in range(5):
+                outcomes.append(submit(factory, agreements, DFE_TRACE, at=at).outcome)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert outcomes.count("needs_review") == 10 and outcomes.count("refused") == 10
+    with transaction(factory) as s:
+        assert svc.cap_used(s, "dfe-home-office-2016", "2016-11") == 1500
+
+
+def _in_review(factory, agreements, body=NHS_DEPORT, at=datetime(2018, 7, 1, tzinfo=UTC)):
+    with transaction(factory) as s:
+        settings.set_firewall(s, False, actor="t", reason="review test")
+    result = submit(factory, agreements, {**body, "made_on": at.date().isoformat()}, at=at)
+    assert result.state == "in_review"
+    return result.public_id
+
+
+def test_four_eyes_needs_two_different_reviewers(factory, agreements):
+    pid = _in_review(factory, agreements)
+    at = datetime(2018, 7, 2, tzinfo=UTC)
+    with transaction(factory) as s:
+        assert (
+            svc.review(s, pid, reviewer="alice", verdict="approve", reason="grounds ok", at=at)
+            == "in_review"
+        )
+    with pytest.raises(svc.ReviewError, match="different person"), transaction(factory) as s:
+        svc.review(s, pid, reviewer="alice", verdict="approve", reason="again", at=at)
+    with pytest.raises(svc.ReviewError, match="reason"), transaction(factory) as s:
+        svc.review(s, pid, reviewer="bob", verdict="approve", reason="   ", at=at)
+    with transaction(factory) as s:
+        assert (
+            svc.review(s, pid, reviewer="bob", verdict="approve", reason="agree", at=at)
+            == "approved"
+        )
+        assert [r.reviewer for r in s.execute(select(ReviewRow)).scalars()] == ["alice", "bob"]
+    with pytest.raises(svc.ReviewError, match="not in review"), transaction(factory) as s:
+        svc.review(s, pid, reviewer="carol", verdict="refuse", reason="late", at=at)
+
+
+def test_one_reviewer_refusal_is_final(factory, agreements):
+    pid = _in_review(factory, agreements)
+    with transaction(factory) as s:
+        assert (
+            svc.review(s, pid, reviewer="alice", verdict="refuse", reason="grounds too thin", at=AT)
+            == "refused"
+        )
+    with pytest.raises(IllegalTransition), transaction(factory) as s:
+        svc.record_match(s, pid, status="matched", score=0.99, record_id="r1", at=AT)
+
+
+def test_single_review_then_match_disclose_notify(factory, agreements):
+    known = {**POLICE, "subject": {**POLICE["subject"], "known_address": {"postalcode": "SE1 7PB"}}}
+    pid = submit(factory, agreements, known).public_id
+    with transaction(factory) as s:
+        assert (
+            svc.review(s, pid, reviewer="alice", verdict="approve", reason="serious", at=AT)
+            == "approved"
+        )
+        assert (
+            svc.record_match(s, pid, status="matched", score=0.998, record_id="R42", at=AT)
+            == "matched"
+        )
+    with pytest.raises(svc.MinimisationError, match="gp_practice"), transaction(factory) as s:
+        svc.disclose(s, pid, released={"address": "1 Street", "gp_practice": "Y123"}, at=AT)
+    with transaction(factory) as s:
+        new = svc.disclose(
+            s, pid, released={"address": "1 Street", "address-postalcode": "se17pb"}, at=AT
+        )
+        assert new is False  # the requester already held that postcode
+    with pytest.raises(IllegalTransition), transaction(factory) as s:
+        svc.disclose(s, pid, released={"address": "1 Street"}, at=AT)
+    with transaction(factory) as s:
+        assert svc.notify(s, pid, actor="safehaven", at=AT) == "notified"
+        assert s.scalar(select(func.count()).select_from(DisclosureRow)) == 1
+
+
+def test_ambiguous_match_discloses_nothing(factory, agreements):
+    pid = submit(factory, agreements, STATUS, at=datetime(2018, 9, 12, tzinfo=UTC)).public_id
+    with transaction(factory) as s:
+        assert (
+            svc.record_match(s, pid, status="ambiguous", score=0.7, record_id=None, at=AT)
+            == "no_match"
+        )
+    with pytest.raises(IllegalTransition), transaction(factory) as s:
+        svc.disclose(s, pid, released={"entitlement": "entitled"}, at=AT)
+
+
+def test_exemption_must_be_allowed_reasoned_and_dated(factory, agreements):
+    pid = submit(factory, agreements, POLICE).public_id
+    police = agreements.get("nhs-police-tracing")
+    with transaction(factory) as s:
+        svc.review(s, pid, reviewer="alice", verdict="approve", reason="ok", at=AT)
+        svc.record_match(s, pid, status="matched", score=0.99, record_id="R1", at=AT)
+        assert svc.disclose(s, pid, released={"address": "2 Road"}, at=AT) is True
+    today = AT.date()
+    bad = [
+        ({"exemption_id": "because"}, "exemption_id"),
+        ({"reason": ""}, "reason"),
+        ({"review_on": today + timedelta(days=91)}, "review_on"),
+        ({"review_on": date(2000, 1, 1)}, "review_on"),
+    ]
+    for change, field in bad:
+        kwargs = {
+            "exemption_id": "prejudice-crime-prevention",
+            "reason": "live investigation",
+            "review_on": today + timedelta(days=30),
+            **change,
+        }
+        with pytest.raises(svc.NotificationError, match=field), transaction(factory) as s:
+            svc.exempt(s, pid, police, actor="alice", at=AT, **kwargs)
+    with transaction(factory) as s:
+        assert (
+            svc.exempt(
+                s,
+                pid,
+                police,
+                exemption_id="prejudice-crime-prevention",
+                reason="live investigation",
+                review_on=today + timedelta(days=90),
+                actor="alice",
+                at=AT,
+            )
+            == "exempted"
+        )
+
+
+def test_status_check_agreement_allows_no_exemption(factory, agreements):
+    pid = submit(factory, agreements, STATUS, at=datetime(2018, 9, 12, tzinfo=UTC)).public_id
+    with transaction(factory) as s:
+        svc.record_match(s, pid, status="matched", score=0.99, record_id="R9", at=AT)
+        assert svc.disclose(s, pid, released={"entitlement": "not_entitled"}, at=AT) is None
+    with pytest.raises(svc.NotificationError, match="no exemption"), transaction(factory) as s:
+        svc.exempt(
+            s,
+            pid,
+            agreements.get("home-office-status-checks"),
+            exemption_id="prejudice-immigration-control",
+            reason="x",
+            review_on=AT.date(),
+            actor="a",
+            at=AT,
+        )
+
+
+@pytest.mark.parametrize(
+    ("known", "released", "expected"),
+    [
+        (None, {"address": "1 A St"}, True),
+        ({"postalcode": "E1 6AN"}, {"address-postalcode": "E16AN"}, False),
+        ({"postalcode": "E1 6AN"}, {"address-postalcode": "N1 9GU"}, True),
+        ({"line": "1 A St", "postalcode": "E1 6AN"}, {"address": "1  a st"}, False),
+        ({"postalcode": "E1 6AN"}, {"entitlement": "entitled"}, None),
+    ],
+)
+def test_new_information(known, released, expected):
+    body = {"subject": {"known_address": known} if known else {}}
+    assert svc.is_new_information(body, released) is expected
+
+
+def test_request_view_has_everything(factory, agreements):
+    pid = submit(factory, agreements, POLICE).public_id
+    with transaction(factory) as s:
+        view = svc.request_view(s, svc.get_request(s, pid))
+        listed = svc.list_requests(s, state="in_review", limit=10)
+    assert view["state"] == "in_review" and view["decision"]["outcome"] == "needs_review"
+    assert [t["to"] for t in view["transitions"]] == ["received", "decided", "in_review"]
+    assert [r["id"] for r in listed] == [pid]
+    with pytest.raises(svc.NotFoundError), transaction(factory) as s:
+        svc.get_request(s, "nope")
