@@ -1,0 +1,175 @@
+"""The append-only log in the database: entries, complete-subtree hashes and the right edge.
+
+An append runs inside the caller's transaction, so a lifecycle step and its entry commit or
+vanish together.  It locks the single ``ledger_state`` row, which serialises appenders on
+PostgreSQL (SQLite's ``BEGIN IMMEDIATE`` already does), so indexes are dense and a crash can
+only lose an uncommitted tail, never leave a hole.
+
+Each append writes its leaf and the few complete subtrees it closes (one on average) and
+updates the stored right edge; nothing is rehashed.  Proofs read the O(log n) complete
+subtrees they need (``merkle.complete_subtrees``) in two indexed queries.
+
+A leaf is the canonical JSON ``{"event": {...}, "seq": n}``: carrying its own index means a
+row moved to another position is detected as moved, not merely as "the root differs".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from safehaven.domain.canonical import canonical_json
+from safehaven.ledger import merkle
+from safehaven.store.models import LedgerEntryRow, LedgerNodeRow, LedgerStateRow
+
+ENTRIES = cast(Table, LedgerEntryRow.__table__)
+NODES = cast(Table, LedgerNodeRow.__table__)
+STATE = cast(Table, LedgerStateRow.__table__)
+STATE_ID = 1
+H = merkle.HASH_SIZE
+
+
+class LedgerError(Exception):
+    """The stored log cannot answer (missing node, bad size): run ``safehaven ledger verify``."""
+
+
+def encode_leaf(event: Mapping[str, Any], seq: int) -> bytes:
+    return canonical_json({"event": event, "seq": seq})
+
+
+def seq_suffix(seq: int) -> bytes:
+    """How every canonical leaf ends ("seq" sorts after "event"); lets a verifier check the
+    position of an entry without parsing it."""
+    return b',"seq":%d}' % seq
+
+
+def _split_frontier(blob: bytes) -> list[bytes]:
+    return [blob[i : i + H] for i in range(0, len(blob), H)]
+
+
+def _state(session: Session, *, lock: bool) -> tuple[int, list[bytes]]:
+    stmt = select(STATE.c.size, STATE.c.frontier).where(STATE.c.id == STATE_ID)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        raise LedgerError("ledger_state row is missing (schema not migrated?)")
+    size, frontier = int(row.size), _split_frontier(bytes(row.frontier))
+    if len(frontier) != size.bit_count():
+        raise LedgerError(f"stored right edge has {len(frontier)} hashes for size {size}")
+    return size, frontier
+
+
+def size(session: Session) -> int:
+    return _state(session, lock=False)[0]
+
+
+def current_root(session: Session, *, lock: bool = False) -> tuple[int, bytes]:
+    """Size and root of the whole log, from the stored right edge (no tree walk)."""
+    n, frontier = _state(session, lock=lock)
+    return n, merkle.fold(frontier)
+
+
+def append(session: Session, event: Mapping[str, Any]) -> int:
+    """Append one event; returns its index.  Commits with the caller's transaction."""
+    return append_many(session, [event]).start
+
+
+def append_many(session: Session, events: Iterable[Mapping[str, Any]]) -> range:
+    """Append events in order under one lock; returns their indexes.
+
+    The batch is the unit of throughput: one state update, two multi-row inserts.
+    """
+    first, frontier = _state(session, lock=True)
+    n = first
+    sha = hashlib.sha256
+    entry_rows: list[dict[str, Any]] = []
+    node_rows: list[dict[str, Any]] = []
+    for event in events:
+        data = encode_leaf(event, n)
+        cur = sha(b"\x00" + data).digest()
+        entry_rows.append({"idx": n, "leaf_hash": cur, "event": data.decode("utf-8")})
+        level, i = 0, n
+        while i & 1:  # each set low bit of n is a complete subtree this leaf now closes
+            cur = sha(b"\x01" + frontier.pop() + cur).digest()
+            level += 1
+            i >>= 1
+            node_rows.append({"level": level, "idx": i, "hash": cur})
+        frontier.append(cur)
+        n += 1
+    if n == first:
+        return range(first, first)
+    session.execute(insert(ENTRIES), entry_rows)
+    if node_rows:
+        session.execute(insert(NODES), node_rows)
+    session.execute(
+        update(STATE).where(STATE.c.id == STATE_ID).values(size=n, frontier=b"".join(frontier))
+    )
+    return range(first, n)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def entry(session: Session, index: int) -> tuple[bytes, bytes]:
+    """The leaf data and stored leaf hash at ``index``."""
+    row = session.execute(
+        select(ENTRIES.c.event, ENTRIES.c.leaf_hash).where(ENTRIES.c.idx == index)
+    ).one_or_none()
+    if row is None:
+        raise LedgerError(f"entry {index} does not exist")
+    return str(row.event).encode("utf-8"), bytes(row.leaf_hash)
+
+
+def subtree_hashes(session: Session, nodes: Iterable[merkle.Node]) -> dict[merkle.Node, bytes]:
+    """Hashes of complete subtrees, level 0 from the entries and the rest from the nodes."""
+    wanted = set(nodes)
+    leaves = sorted(i for level, i in wanted if level == 0)
+    upper = sorted((level, i) for level, i in wanted if level > 0)
+    found: dict[merkle.Node, bytes] = {}
+    if leaves:
+        for idx, h in session.execute(
+            select(ENTRIES.c.idx, ENTRIES.c.leaf_hash).where(ENTRIES.c.idx.in_(leaves))
+        ):
+            found[(0, int(idx))] = bytes(h)
+    if upper:
+        cond = or_(*(and_(NODES.c.level == lv, NODES.c.idx == i) for lv, i in upper))
+        for lv, idx, h in session.execute(
+            select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(cond)
+        ):
+            found[(int(lv), int(idx))] = bytes(h)
+    missing = wanted - found.keys()
+    if missing:
+        raise LedgerError(f"stored tree is missing subtree(s) {sorted(missing)[:3]}")
+    return found
+
+
+def range_hashes(session: Session, ranges: Sequence[merkle.Range]) -> list[bytes]:
+    parts = [merkle.complete_subtrees(a, b) for a, b in ranges]
+    found = subtree_hashes(session, (n for p in parts for n in p))
+    return [merkle.fold([found[n] for n in p]) for p in parts]
+
+
+def _check_size(session: Session, tree_size: int) -> None:
+    current = size(session)
+    if not 0 <= tree_size <= current:
+        raise LedgerError(f"tree size {tree_size} is beyond the log's size {current}")
+
+
+def root_at(session: Session, tree_size: int) -> bytes:
+    _check_size(session, tree_size)
+    return range_hashes(session, [(0, tree_size)])[0] if tree_size else merkle.EMPTY_ROOT
+
+
+def inclusion_proof(session: Session, index: int, tree_size: int) -> list[bytes]:
+    _check_size(session, tree_size)
+    return range_hashes(session, merkle.inclusion_ranges(index, tree_size))
+
+
+def consistency_proof(session: Session, old_size: int, new_size: int) -> list[bytes]:
+    _check_size(session, new_size)
+    return range_hashes(session, merkle.consistency_ranges(old_size, new_size))
