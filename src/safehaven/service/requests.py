@@ -22,6 +22,7 @@ from safehaven.domain.decision import AgreementSet, Decision, Outcome, decide
 from safehaven.domain.firewall import DEFAULT_POLICY, FirewallPolicy
 from safehaven.domain.lifecycle import Event, State, transition
 from safehaven.domain.request import TracingRequest
+from safehaven.ledger import log as ledger_log
 from safehaven.service.clock import as_utc
 from safehaven.service.settings import firewall_enabled
 from safehaven.store.models import (
@@ -109,6 +110,7 @@ def _record(
     }
     if detail:
         entry["detail"] = detail
+    ledger_log.append(session, entry)  # same transaction: no step without its entry
     return entry
 
 

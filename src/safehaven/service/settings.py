@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from safehaven.service.clock import utcnow
+from safehaven.domain.canonical import sha256_hex
+from safehaven.ledger import log as ledger_log
+from safehaven.service.clock import as_utc, utcnow
 from safehaven.store.models import PolicyChangeRow, SettingRow
 
 FIREWALL_KEY = "firewall"
@@ -29,6 +31,15 @@ def set_firewall(session: Session, enabled: bool, *, actor: str, reason: str) ->
         row.updated_at = now
     session.add(PolicyChangeRow(setting=FIREWALL_KEY, value=value, actor=actor, reason=reason,
                                 at=now))
+    # The reason is free text (it may name a case), so the ledger commits to its hash only.
+    ledger_log.append(session, {
+        "type": "policy.change",
+        "setting": FIREWALL_KEY,
+        "value": value,
+        "actor": actor,
+        "reason_sha256": sha256_hex(reason.encode("utf-8")),
+        "at": as_utc(now).isoformat(),
+    })
 
 
 def firewall_history(session: Session) -> list[PolicyChangeRow]:
