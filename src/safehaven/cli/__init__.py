@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from safehaven.cli import agreements, firewall, requests
+from safehaven.cli import agreements, firewall, ledger, requests
 from safehaven.cli.demo import demo_command
+from safehaven.cli.report import report_command
 
 app = typer.Typer(
     help="safehaven: agreements as code, a firewall, review, matching and a ledger between a "
@@ -16,11 +17,13 @@ app = typer.Typer(
 )
 app.add_typer(agreements.app, name="agreements")
 app.add_typer(firewall.app, name="firewall")
+app.add_typer(ledger.app, name="ledger")
 app.add_typer(requests.app, name="requests")
 app.command("decide")(requests.decide_command)
 app.command("submit")(requests.submit_command)
 app.command("review")(requests.review_command)
 app.command("demo")(demo_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Server-rendered pages and documents (Jinja2, autoescaped; charts as inline SVG)."""
