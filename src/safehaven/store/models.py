@@ -235,3 +235,8 @@ class LedgerHeadRow(Base):
     timestamp_ms: Mapped[int] = mapped_column(BigInteger)
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+# Tables of the HTTP service live in their own module; importing it here puts them in
+# ``Base.metadata`` so migrations (and autogenerate) always see every table.
+from safehaven.store import accounts as _accounts  # noqa: E402,F401
