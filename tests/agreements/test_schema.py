@@ -72,8 +72,9 @@ def test_schema_uses_file_names_not_python_names() -> None:
 BUNDLED = sorted(agreement_files(bundled_dir()))
 
 
-def test_there_are_four_bundled_agreements() -> None:
-    assert len(BUNDLED) == 4
+def test_bundled_agreements_are_found() -> None:
+    """Guards the parametrised test below against passing vacuously on an empty list."""
+    assert len(BUNDLED) >= 4
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
