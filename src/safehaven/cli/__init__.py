@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from safehaven.cli import agreements, firewall, ledger, requests
+from safehaven.cli import matching as matching_cli
+from safehaven.cli import register as register_cli
 from safehaven.cli.demo import demo_command
 from safehaven.cli.report import report_command
 
@@ -23,6 +25,9 @@ app.command("decide")(requests.decide_command)
 app.command("submit")(requests.submit_command)
 app.command("review")(requests.review_command)
 app.command("demo")(demo_command)
+app.add_typer(register_cli.app, name="register")
+app.command("link")(matching_cli.link_command)
+app.command("trace")(matching_cli.trace_command)
 app.command("report")(report_command)
 
 

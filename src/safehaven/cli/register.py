@@ -1,0 +1,118 @@
+"""``safehaven register``: import, synthesise and train the controller's register."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from safehaven.cli.common import JsonOpt, fail, out, print_json
+
+app = typer.Typer(help="The register of people: import, synthesise, train the matching model.",
+                  no_args_is_help=True)
+
+
+@app.command("import")
+def import_command(
+    file: Path = typer.Argument(..., metavar="FILE", help="CSV or Parquet register file."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Validate a register file and make it the workspace register (all or nothing)."""
+    from safehaven.matching.register import RegisterImportError, import_register, register_path
+
+    if not file.is_file():
+        fail(f"FILE: {file}: no such file", as_json=as_json)
+    if file.suffix.lower() not in (".csv", ".parquet"):
+        fail(f"FILE: {file}: expected a .csv or .parquet file", as_json=as_json)
+    start = time.perf_counter()
+    progress = Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), disable=as_json, transient=True)
+    with progress:
+        task = progress.add_task("import", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total if total > 0 else None)
+
+        try:
+            report = import_register(file, progress=advance)
+        except RegisterImportError as exc:
+            progress.stop()
+            fail([f"{file}: {line}" for line in exc.report.lines()], as_json=as_json,
+                 code=1)
+        except (ValueError, OSError) as exc:
+            progress.stop()
+            fail(f"{file}: {exc}", as_json=as_json)
+    seconds = time.perf_counter() - start
+    if as_json:
+        print_json({"imported": report.rows, "path": str(register_path()),
+                    "seconds": round(seconds, 2)})
+    else:
+        out.print(f"imported {report.rows:,} records into {register_path()} "
+                  f"in {seconds:.1f}s")
+
+
+@app.command("synth")
+def synth_command(
+    people: int = typer.Option(..., "--people", min=1, help="Number of people."),
+    out_file: Path = typer.Option(..., "--out", help="Register file to write (.parquet/.csv)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same register."),
+    requests: int = typer.Option(0, "--requests", min=0,
+                                 help="Also write this many requests with ground truth."),
+    absent: float = typer.Option(0.2, "--absent", min=0.0, max=1.0,
+                                 help="Share of requests about people not in the register."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a synthetic UK register (and optionally requests + truth beside it)."""
+    from safehaven.matching.synth import synth_register, write_register, write_requests
+
+    if out_file.suffix.lower() not in (".csv", ".parquet"):
+        fail(f"--out: {out_file}: expected a .csv or .parquet file name", as_json=as_json)
+    start = time.perf_counter()
+    df = synth_register(people, seed=seed)
+    write_register(df, out_file)
+    result: dict[str, object] = {"people": people, "register": str(out_file), "seed": seed}
+    if requests:
+        stem = out_file.with_suffix("")
+        req_path = stem.with_name(stem.name + ".requests.jsonl")
+        truth_path = stem.with_name(stem.name + ".truth.csv")
+        write_requests(df, requests, req_path, truth_path, seed=seed, absent_share=absent)
+        result.update({"requests": str(req_path), "truth": str(truth_path),
+                       "request_count": requests})
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if as_json:
+        print_json(result)
+    else:
+        for k, v in result.items():
+            out.print(f"{k}: {v}")
+
+
+@app.command("train")
+def train_command(
+    sample: int = typer.Option(20_000, "--sample", min=100,
+                               help="Request-like records used for EM."),
+    seed: int = typer.Option(42, "--seed"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train the Splink model on the workspace register; writes register/model.json."""
+    from safehaven.matching.model import save_model, train, training_sample
+    from safehaven.matching.person import EM_BLOCKING, PERSON_SPEC
+    from safehaven.matching.register import model_path, read_register, register_path
+
+    if not register_path().is_file():
+        fail(f"{register_path()}: no register (run `safehaven register import` first)",
+             as_json=as_json)
+    start = time.perf_counter()
+    cols = ["record_id", *PERSON_SPEC.base]
+    register = read_register(columns=cols)
+    model = train(PERSON_SPEC, register, training_sample(register, sample, seed),
+                  em_blocking=EM_BLOCKING, seed=seed)
+    save_model(model, model_path())
+    seconds = time.perf_counter() - start
+    if as_json:
+        print_json({"model": str(model_path()), "records": len(register),
+                    "seconds": round(seconds, 2)})
+    else:
+        out.print(f"trained on {len(register):,} records; model written to {model_path()} "
+                  f"in {seconds:.1f}s")

@@ -1,0 +1,79 @@
+"""The workspace register as an online matcher: load once, answer many.
+
+Only the matching columns and the releasable columns are ever read from the register
+file; clinical columns stay on disk.  A match answers in the request's field vocabulary
+(``address``, ``address-postalcode`` ...) through :data:`register.RELEASABLE`, so what
+leaves is decided by the allow-list and the decision, never by what the file contains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from safehaven.domain.request import Subject
+from safehaven.matching.index import RegisterIndex
+from safehaven.matching.model import load_model
+from safehaven.matching.person import PERSON_SPEC
+from safehaven.matching.register import RELEASABLE, model_path, register_path, released_fields
+from safehaven.matching.scorer import Matcher, MatchResult, Policy, Weights
+
+RELEASABLE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
+    c for cols in RELEASABLE.values() for c in cols))
+
+
+def subject_values(subject: Subject | Mapping[str, Any]) -> dict[str, object]:
+    """A request subject (PDS names) as the register's base column values."""
+    s = (subject.model_dump(mode="json", by_alias=True) if isinstance(subject, Subject)
+         else dict(subject))
+    return {
+        "nhs_number": s.get("nhs_number"),
+        "family": s.get("family"),
+        "given": s.get("given"),
+        "gender": s.get("gender"),
+        "birthdate": None if s.get("birthdate") is None else str(s["birthdate"]),
+        "postcode": s.get("address-postalcode"),
+        "previous_postcode": None,
+    }
+
+
+@dataclass
+class RegisterMatcher:
+    matcher: Matcher
+    releasable: pd.DataFrame
+    build_seconds: float
+
+    @classmethod
+    def load(cls, register: Path | None = None, model: Path | None = None,
+             policy: Policy | None = None) -> RegisterMatcher:
+        start = time.perf_counter()
+        register = register or register_path()
+        model = model or model_path()
+        if not register.is_file():
+            raise FileNotFoundError(f"{register}: no register (run `safehaven register import`)")
+        if not model.is_file():
+            raise FileNotFoundError(f"{model}: no trained model (run `safehaven register train`)")
+        cols = list(dict.fromkeys(["record_id", *PERSON_SPEC.base, *RELEASABLE_COLUMNS]))
+        df = pq.read_table(register, columns=cols).to_pandas()
+        index = RegisterIndex.from_frame(PERSON_SPEC, df, "record_id")
+        weights = Weights.from_settings(PERSON_SPEC, load_model(model))
+        releasable = df[list(RELEASABLE_COLUMNS)]
+        return cls(Matcher(index, weights, policy), releasable,
+                   time.perf_counter() - start)
+
+    def match(self, subject: Subject | Mapping[str, Any]) -> MatchResult:
+        return self.matcher.match(subject_values(subject))
+
+    def record(self, result: MatchResult, permitted: Iterable[str]) -> dict[str, Any]:
+        """The permitted fields of the matched record; nothing unless uniquely matched."""
+        if result.status != "matched" or result.row is None:
+            return {}
+        row = self.releasable.iloc[result.row]
+        values = {c: (None if pd.isna(row[c]) else row[c]) for c in RELEASABLE_COLUMNS}
+        return released_fields(values, tuple(permitted))

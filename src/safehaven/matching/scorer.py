@@ -1,0 +1,204 @@
+"""The online matcher: candidates from the index, Fellegi–Sunter scores, a unique-match rule.
+
+Scores reproduce Splink's arithmetic exactly (same clamping of m and u, same prior term,
+same numerically stable logistic), from the m/u table in the trained settings JSON, so
+a score printed here can be checked against Splink for the same pair.
+
+Only a *unique, confident* match is ``matched``: when a second candidate is within
+``margin_bits`` of the best (identical twins, two people of the same name and birthday in
+one postcode) the answer is ``ambiguous`` and discloses nothing, as with PDS's rule that
+a search returning more than one person returns none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from safehaven.matching.index import RegisterIndex, prepare_values
+from safehaven.matching.spec import Comparison, ModelSpec, Scalar
+
+Status = Literal["matched", "ambiguous", "no_match"]
+
+#: Splink clamps m and u from below before taking logs (comparison_level.M_U_CLAMP_MIN).
+_CLAMP = 1e-300
+#: Splink's stand-in probability for a level never seen in training.
+_NOT_OBSERVED = 1e-6
+_NOT_OBSERVED_TEXT = "level not observed in training dataset"
+
+
+def _prob(value: Any) -> float | None:
+    if value is None:
+        return None
+    if value == _NOT_OBSERVED_TEXT:
+        return _NOT_OBSERVED
+    return float(value)
+
+
+def prob_to_weight(p: float) -> float:
+    return math.log2(p / (1 - p))
+
+
+def weight_to_prob(w: float) -> float:
+    """Splink's stable logistic in base 2."""
+    if w >= 0:
+        return float(1.0 / (1.0 + 2.0 ** (-w)))
+    return float(2.0**w / (1.0 + 2.0**w))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Per comparison, the match weight of each level in spec order; and the prior term."""
+
+    prior: float
+    levels: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_settings(cls, spec: ModelSpec, settings: Mapping[str, Any]) -> Weights:
+        by_name = {c["output_column_name"]: c for c in settings["comparisons"]}
+        levels: list[tuple[float, ...]] = []
+        for comp in spec.comparisons:
+            trained = by_name[comp.name]["comparison_levels"]
+            if len(trained) != len(comp.levels):
+                raise ValueError(f"model comparison {comp.name!r} does not match the spec")
+            ws: list[float] = []
+            for level in trained:
+                if level.get("is_null_level"):
+                    ws.append(0.0)
+                    continue
+                m, u = _prob(level.get("m_probability")), _prob(level.get("u_probability"))
+                if m is None or u is None:
+                    raise ValueError(f"model comparison {comp.name!r} is not trained")
+                ws.append(math.log2(max(m, _CLAMP) / max(u, _CLAMP)))
+            levels.append(tuple(ws))
+        prior = prob_to_weight(float(settings["probability_two_random_records_match"]))
+        return cls(prior, tuple(levels))
+
+
+def level_index(comp: Comparison, left: Mapping[str, Scalar], right: Mapping[str, Scalar]) -> int:
+    for i, level in enumerate(comp.levels):
+        cols = level.columns
+        if level.holds([left.get(c) for c in cols], [right.get(c) for c in cols]):
+            return i
+    return len(comp.levels) - 1
+
+
+def pair_weight(spec: ModelSpec, weights: Weights, left: Mapping[str, Scalar],
+                right: Mapping[str, Scalar]) -> float:
+    """Match weight of one prepared pair (used by tests and the batch cross-check)."""
+    total = weights.prior
+    for comp, ws in zip(spec.comparisons, weights.levels, strict=True):
+        total += ws[level_index(comp, left, right)]
+    return total
+
+
+@dataclass(frozen=True)
+class Candidate:
+    row: int
+    record_id: str
+    weight: float
+    score: float
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    status: Status
+    score: float
+    record_id: str | None
+    row: int | None
+    candidates: tuple[Candidate, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "score": round(self.score, 6),
+                "record_id": self.record_id}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operating point; see docs/matching.md for why these numbers."""
+
+    threshold: float = 0.999
+    margin_bits: float = 10.0
+    block_cap: int = 5000
+
+
+class Matcher:
+    def __init__(self, index: RegisterIndex, weights: Weights, policy: Policy | None = None):
+        self.index = index
+        self.spec = index.spec
+        self.weights = weights
+        self.policy = policy or Policy()
+        # Per comparison: the base source columns its levels read, and for each level the
+        # columns it needs (with where each comes from).
+        self._comp_sources: list[tuple[str, ...]] = []
+        for comp in self.spec.comparisons:
+            sources: dict[str, None] = {}
+            for col in comp.columns:
+                src = col if col in index.base else index.derived[col].source
+                sources.setdefault(src)
+            self._comp_sources.append(tuple(sources))
+
+    def _right_values(self, comp: Comparison, sources: Sequence[str],
+                      codes: Sequence[int]) -> dict[str, Scalar]:
+        base_vals = {s: self.index.base[s].value_of_code(c) for s, c in zip(sources, codes,
+                                                                            strict=True)}
+        vals: dict[str, Scalar] = {}
+        for col in comp.columns:
+            if col in base_vals:
+                vals[col] = base_vals[col]
+            else:
+                d = self.spec.derived[col]
+                vals[col] = d.fn(base_vals[d.source])
+        return vals
+
+    def score_rows(self, prepared: Mapping[str, Scalar],
+                   rows: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
+        """Match weights of the request against the given register rows."""
+        total = np.full(len(rows), self.weights.prior, dtype=np.float64)
+        if len(rows) == 0:
+            return total
+        for comp, ws, sources in zip(self.spec.comparisons, self.weights.levels,
+                                     self._comp_sources, strict=True):
+            code_cols = [self.index.base[s].codes[rows] for s in sources]
+            if len(code_cols) == 1:
+                keys = code_cols[0].astype(np.int64)
+            else:
+                keys = np.zeros(len(rows), dtype=np.int64)
+                for s, cc in zip(sources, code_cols, strict=True):
+                    keys = keys * (len(self.index.base[s].cats) + 1) + (cc.astype(np.int64) + 1)
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            level_w = np.empty(len(uniq), dtype=np.float64)
+            first = np.zeros(len(uniq), dtype=np.int64)
+            first[inverse[::-1]] = np.arange(len(rows) - 1, -1, -1)
+            for j in range(len(uniq)):
+                r = int(first[j])
+                right = self._right_values(comp, sources, [int(cc[r]) for cc in code_cols])
+                level_w[j] = ws[level_index(comp, prepared, right)]
+            total += level_w[inverse]
+        return total
+
+    def match_prepared(self, prepared: Mapping[str, Scalar]) -> MatchResult:
+        rows = self.index.candidates(prepared, cap=self.policy.block_cap)
+        weights = self.score_rows(prepared, rows)
+        order = np.argsort(-weights, kind="stable")[:5]
+        cands = tuple(
+            Candidate(int(rows[i]), str(self.index.record_ids[int(rows[i])]),
+                      float(weights[i]), weight_to_prob(float(weights[i])))
+            for i in order
+        )
+        if not cands:
+            return MatchResult("no_match", 0.0, None, None, ())
+        best = cands[0]
+        if best.score < self.policy.threshold:
+            return MatchResult("no_match", best.score, None, None, cands)
+        if len(cands) > 1 and cands[1].weight > best.weight - self.policy.margin_bits:
+            return MatchResult("ambiguous", best.score, None, None, cands)
+        return MatchResult("matched", best.score, best.record_id, best.row, cands)
+
+    def match(self, raw: Mapping[str, object]) -> MatchResult:
+        return self.match_prepared(prepare_values(self.spec, raw))
