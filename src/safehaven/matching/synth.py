@@ -44,6 +44,7 @@ _SYLLABLES_B = ("bury", "by", "croft", "dale", "den", "don", "field", "ford", "g
                 "hurst", "ing", "ington", "land", "ley", "lock", "low", "man", "mer", "more",
                 "ney", "ridge", "shaw", "son", "stead", "ston", "thorpe", "ton", "well",
                 "wick", "win", "worth", "er", "ett", "ock", "ard", "ie", "ow")
+_SYLLABLES_MID = ("er", "in", "el", "an", "or", "ing", "ert", "ow")
 _TOWN_SUFFIXES = ("ton", "bury", "ford", "ham", "field", "chester", "by", "mouth", "wich",
                   "stead", "bridge", "minster")
 _DIAGNOSES = ("E11", "I10", "J45", "F32", "F41", "M54", "K21", "E78", "N39", "G43", "B20",
@@ -87,10 +88,12 @@ def name_tables() -> NameTables:
     fam = [name for name, _ in common]
     fam_w = np.array([w for _, w in common], dtype=np.float64)
     fam_w = 0.75 * fam_w / fam_w.sum()
-    tail = sorted({a + b for a in _SYLLABLES_A for b in _SYLLABLES_B} - set(fam))
+    tail = sorted(({a + b for a in _SYLLABLES_A for b in _SYLLABLES_B}
+                   | {a + m + b for a in _SYLLABLES_A for m in _SYLLABLES_MID
+                      for b in _SYLLABLES_B}) - set(fam))
     tail_arr = np.array(tail, dtype=object)
     rng.shuffle(tail_arr)
-    tail_w = 0.25 * _zipf_weights(len(tail_arr), 0.6)
+    tail_w = 0.25 * _zipf_weights(len(tail_arr), 0.4)
     family = np.concatenate([np.array(fam, dtype=object), tail_arr])
     family_p = np.concatenate([fam_w, tail_w])
 
