@@ -9,6 +9,8 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from safehaven.domain.canonical import canonical_json
 from safehaven.ledger import log, merkle
 from safehaven.service import requests as svc
-from safehaven.service import settings
+from safehaven.service import settings as svc_settings
 from safehaven.store.db import transaction
 from safehaven.store.models import LedgerEntryRow, LedgerNodeRow, TransitionRow
 from tests.builders import POLICE, req
@@ -127,7 +129,7 @@ def test_every_lifecycle_step_appends_exactly_one_entry(
     factory: sessionmaker[Session], agreements: object
 ) -> None:
     with transaction(factory) as s:
-        settings.set_firewall(s, False, actor="guardian", reason="Case of Jane Doe")
+        svc_settings.set_firewall(s, False, actor="guardian", reason="Case of Jane Doe")
     with transaction(factory) as s:
         result = svc.submit(s, req(POLICE), agreements, received_at=AT)  # type: ignore[arg-type]
     with transaction(factory) as s:
@@ -156,6 +158,21 @@ def test_failed_use_case_leaves_neither_state_change_nor_entry(
     factory: sessionmaker[Session],
 ) -> None:
     with pytest.raises(ValueError), transaction(factory) as s:
-        settings.set_firewall(s, False, actor="x", reason=" ")
+        svc_settings.set_firewall(s, False, actor="x", reason=" ")
     with transaction(factory) as s:
-        assert log.size(s) == 0 and settings.firewall_enabled(s)
+        assert log.size(s) == 0 and svc_settings.firewall_enabled(s)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), _json, max_size=6), st.integers(0, 2**40))
+def test_leaf_encoding_is_canonical_json(event: dict[str, object], seq: int) -> None:
+    assert log.encode_leaf(event, seq) == canonical_json({"event": event, "seq": seq})
+    assert log.encode_leaf(event, seq).endswith(log.seq_suffix(seq))

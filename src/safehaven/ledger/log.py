@@ -16,13 +16,13 @@ row moved to another position is detected as moved, not merely as "the root diff
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from safehaven.domain.canonical import canonical_json
 from safehaven.ledger import merkle
 from safehaven.store.models import LedgerEntryRow, LedgerNodeRow, LedgerStateRow
 
@@ -37,8 +37,16 @@ class LedgerError(Exception):
     """The stored log cannot answer (missing node, bad size): run ``safehaven ledger verify``."""
 
 
+# The same settings as ``domain.canonical.canonical_json``, built once: constructing an
+# encoder per call is a fifth of the cost of an append (tests hold the two equal).
+_encode_json = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
 def encode_leaf(event: Mapping[str, Any], seq: int) -> bytes:
-    return canonical_json({"event": event, "seq": seq})
+    """``canonical_json({"event": event, "seq": seq})``, built without the wrapper dict."""
+    return b'{"event":' + _encode_json(event).encode("utf-8") + b',"seq":%d}' % seq
 
 
 def seq_suffix(seq: int) -> bytes:
@@ -87,29 +95,41 @@ def append_many(session: Session, events: Iterable[Mapping[str, Any]]) -> range:
     first, frontier = _state(session, lock=True)
     n = first
     sha = hashlib.sha256
-    entry_rows: list[dict[str, Any]] = []
-    node_rows: list[dict[str, Any]] = []
+    entry_rows: list[tuple[int, bytes, str]] = []
+    node_rows: list[tuple[int, int, bytes]] = []
     for event in events:
         data = encode_leaf(event, n)
         cur = sha(b"\x00" + data).digest()
-        entry_rows.append({"idx": n, "leaf_hash": cur, "event": data.decode("utf-8")})
+        entry_rows.append((n, cur, data.decode("utf-8")))
         level, i = 0, n
         while i & 1:  # each set low bit of n is a complete subtree this leaf now closes
             cur = sha(b"\x01" + frontier.pop() + cur).digest()
             level += 1
             i >>= 1
-            node_rows.append({"level": level, "idx": i, "hash": cur})
+            node_rows.append((level, i, cur))
         frontier.append(cur)
         n += 1
     if n == first:
         return range(first, first)
-    session.execute(insert(ENTRIES), entry_rows)
+    _insert_many(session, ENTRIES, ("idx", "leaf_hash", "event"), entry_rows)
     if node_rows:
-        session.execute(insert(NODES), node_rows)
+        _insert_many(session, NODES, ("level", "idx", "hash"), node_rows)
     session.execute(
         update(STATE).where(STATE.c.id == STATE_ID).values(size=n, frontier=b"".join(frontier))
     )
     return range(first, n)
+
+
+def _insert_many(
+    session: Session, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Straight to the driver's ``executemany``: at 50,000 appends/s SQLAlchemy's per-row
+    parameter processing would be a third of the cost, and these columns need none."""
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (our constants)
+           f"VALUES ({', '.join([mark] * len(columns))})")
+    conn.exec_driver_sql(sql, list(rows))
 
 
 # --- reading ------------------------------------------------------------------------------
