@@ -1,0 +1,43 @@
+"""What every route needs: the store, the agreements, the matcher, the clock, the limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from safehaven.domain.decision import AgreementSet
+from safehaven.service.clock import utcnow
+from safehaven.service.tracing import Matcher, NoRegister
+from safehaven.store.db import session_factory
+
+
+@dataclass
+class ApiConfig:
+    engine: Engine
+    agreements: AgreementSet
+    matcher: Matcher = field(default_factory=NoRegister)
+    clock: Callable[[], datetime] = utcnow
+    #: Print subject access codes on stdout (the demo's "notification channel").
+    print_codes: bool = False
+    #: Send cookies only over HTTPS; off for loopback demos and tests.
+    secure_cookies: bool = False
+    max_body_bytes: int = 64 * 1024
+    max_bulk_rows: int = 10_000
+    max_bulk_bytes: int = 20 * 1024 * 1024
+    bulk_batch: int = 100
+    ledger_key: Callable[[], Ed25519PrivateKey] | None = None
+    factory: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.factory = session_factory(self.engine)
+
+
+def config(request: Request) -> ApiConfig:
+    cfg: ApiConfig = request.app.state.config
+    return cfg

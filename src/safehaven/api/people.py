@@ -1,0 +1,81 @@
+"""Logging in and out (reviewers and oversight readers): a session cookie plus a CSRF token."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from safehaven.api import auth
+from safehaven.api.context import ApiConfig, config
+from safehaven.api.errors import ApiError, errors
+from safehaven.service import accounts
+from safehaven.service.accounts import WebSession
+from safehaven.store.db import transaction
+
+router = APIRouter(prefix="/v1", tags=["session"])
+Cfg = Annotated[ApiConfig, Depends(config)]
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: Annotated[str, Field(min_length=1, max_length=80)]
+    password: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class SessionInfo(BaseModel):
+    role: str
+    username: str | None
+    csrf_token: str
+    expires_at: str
+
+
+def set_cookie(response: Response, cfg: ApiConfig, web: WebSession) -> None:
+    response.set_cookie(
+        auth.SESSION_COOKIE, web.token, httponly=True, samesite="strict",
+        secure=cfg.secure_cookies, path="/v1",
+        max_age=int((web.expires_at - cfg.clock()).total_seconds()),
+    )
+
+
+def info(web: WebSession) -> dict[str, Any]:
+    return {"role": web.role, "username": web.username, "csrf_token": web.csrf_token,
+            "expires_at": web.expires_at.isoformat()}
+
+
+@router.post("/session", response_model=SessionInfo, responses=errors(),
+             summary="Log in (reviewer or oversight); sets the session cookie")
+async def login(body: Login, response: Response, cfg: Cfg) -> dict[str, Any]:
+    def work() -> WebSession:
+        with transaction(cfg.factory) as session:
+            account = accounts.verify_login(session, body.username, body.password)
+            if account is None:
+                raise ApiError(401, "wrong username or password")
+            return accounts.start_session(session, role=account.role, account=account,
+                                          at=cfg.clock())
+
+    web = await run_in_threadpool(work)
+    set_cookie(response, cfg, web)
+    return info(web)
+
+
+@router.get("/session", response_model=SessionInfo, responses=errors(),
+            summary="Who am I (and my CSRF token)")
+def whoami(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+    with transaction(cfg.factory) as session:
+        web = auth.person(session, cfg, creds, auth.REVIEWER | auth.OVERSIGHT | auth.SUBJECT)
+        return info(web)
+
+
+@router.delete("/session", status_code=204, responses=errors(),
+               summary="Log out (needs X-CSRF-Token)")
+def logout(response: Response, cfg: Cfg, creds: auth.Creds) -> Response:
+    with transaction(cfg.factory) as session:
+        web = auth.person(session, cfg, creds, auth.REVIEWER | auth.OVERSIGHT | auth.SUBJECT,
+                          unsafe=True)
+        accounts.end_session(session, web.token)
+    out = Response(status_code=204)
+    out.delete_cookie(auth.SESSION_COOKIE, path="/v1")
+    return out

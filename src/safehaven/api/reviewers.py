@@ -1,0 +1,131 @@
+"""Reviewers: the queue of requests awaiting a human, and the verdict with its reason.
+
+An approval that completes the review carries the request on at once (match, disclose,
+notify or record an exemption) in the same transaction: a reviewer's "yes" and what it
+caused are one ledger-recorded unit, never half done.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from safehaven.api import auth
+from safehaven.api.context import ApiConfig, config
+from safehaven.api.errors import ApiError, errors, not_found, unprocessable
+from safehaven.api.views import reviewer_view
+from safehaven.domain.lifecycle import IllegalTransition, State
+from safehaven.service import notifications, tracing
+from safehaven.service import requests as svc
+from safehaven.store.db import transaction
+from safehaven.store.models import RequestRow
+
+router = APIRouter(prefix="/v1/review", tags=["reviewers"])
+Cfg = Annotated[ApiConfig, Depends(config)]
+
+
+class Exemption(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exemption_id: Annotated[str, Field(min_length=1, max_length=80)]
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+    review_on: date
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    verdict: Literal["approve", "refuse"]
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+    exemption: Exemption | None = None
+
+
+class VerdictResult(BaseModel):
+    id: str
+    state: str
+    approvals_needed: int
+
+
+class Queue(BaseModel):
+    requests: list[dict[str, Any]]
+
+
+class Overdue(BaseModel):
+    exemptions: list[dict[str, Any]]
+
+
+@router.get("/queue", response_model=Queue, responses=errors(),
+            summary="Requests waiting for a reviewer, oldest first, with the engine's reasons")
+def queue(
+    cfg: Cfg, creds: auth.Creds,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    with transaction(cfg.factory) as session:
+        web = auth.person(session, cfg, creds, auth.REVIEWER)
+        rows = session.execute(
+            select(RequestRow).where(RequestRow.state == State.IN_REVIEW.value)
+            .order_by(RequestRow.received_at, RequestRow.id).limit(limit)
+        ).scalars()
+        items = []
+        for row in rows:
+            view = reviewer_view(session, row)
+            view["reviewed_by_me"] = any(r["reviewer"] == web.username for r in view["reviews"])
+            items.append(view)
+        return {"requests": items}
+
+
+@router.get("/requests/{request_id}", response_model=dict[str, Any], responses=errors(),
+            summary="One request in full: body, decision, reviews, lifecycle")
+def show(request_id: str, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+    with transaction(cfg.factory) as session:
+        auth.person(session, cfg, creds, auth.REVIEWER)
+        try:
+            row = svc.get_request(session, request_id)
+        except svc.NotFoundError:
+            raise not_found() from None
+        return reviewer_view(session, row)
+
+
+@router.post("/requests/{request_id}/verdict", response_model=VerdictResult,
+             responses=errors(409), summary="Approve or refuse, with a written reason "
+             "(needs X-CSRF-Token)")
+def verdict(request_id: str, body: Verdict, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+    if not body.reason.strip():
+        raise unprocessable(["reason: a written reason is required for every review"])
+    with transaction(cfg.factory) as session:
+        web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
+        assert web.username is not None
+        now = cfg.clock()
+        try:
+            state = svc.review(session, request_id, reviewer=web.username,
+                               verdict=body.verdict, reason=body.reason, at=now)
+            choice = None
+            if body.exemption is not None:
+                if body.verdict != "approve":
+                    raise unprocessable(["exemption: only with an approval"])
+                choice = tracing.ExemptionChoice(body.exemption.exemption_id,
+                                                 body.exemption.reason, body.exemption.review_on)
+            state = tracing.complete(session, request_id, agreements=cfg.agreements,
+                                     matcher=cfg.matcher, at=now, actor=web.username,
+                                     exemption=choice)
+        except svc.NotFoundError:
+            raise not_found() from None
+        except svc.NotificationError as exc:
+            msg = str(exc)
+            raise unprocessable([msg if msg.startswith("exemption") else f"exemption.{msg}"]
+                                ) from None
+        except (svc.ReviewError, IllegalTransition) as exc:
+            raise ApiError(409, "cannot review this request now", [str(exc)]) from None
+        row = svc.get_request(session, request_id)
+        view = reviewer_view(session, row)
+        return {"id": request_id, "state": state, "approvals_needed": view["approvals_needed"]}
+
+
+@router.get("/exemptions/overdue", response_model=Overdue, responses=errors(),
+            summary="Exemptions from notice whose review date has passed")
+def overdue(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+    with transaction(cfg.factory) as session:
+        auth.person(session, cfg, creds, auth.REVIEWER)
+        return {"exemptions": notifications.overdue_exemptions(session, cfg.clock().date())}

@@ -1,0 +1,235 @@
+"""Credentials: agency API tokens, reviewer/oversight accounts and browser sessions.
+
+A token or session id is shown once and stored only as its sha256: whoever reads the
+database cannot call the API as an agency.  API tokens are 256-bit random values, so a
+fast hash is as strong as a slow one and keeps each call cheap; passwords are chosen by
+people and get argon2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from safehaven.domain.decision import AgreementSet
+from safehaven.service.clock import as_utc
+from safehaven.store.accounts import AccountRow, AgencyTokenRow, WebSessionRow
+
+TOKEN_PREFIX = "sh_"  # noqa: S105 - marks our tokens in logs and secret scanners
+Role = Literal["reviewer", "oversight"]
+ROLES: tuple[Role, ...] = ("reviewer", "oversight")
+SESSION_TTL = timedelta(hours=8)
+SUBJECT_SESSION_TTL = timedelta(minutes=30)
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
+MIN_PASSWORD = 12
+
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so a login takes as long either way.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class AccountError(ValueError):
+    """A credential cannot be created or changed; the message names the field."""
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AgencyPrincipal:
+    agency: str
+    agreements: frozenset[str]
+    token_id: int
+
+
+def agency_agreements(agreements: AgreementSet, agency: str) -> list[str]:
+    """Agreements under which ``agency`` is a requesting party."""
+    return sorted(a.id for a in agreements.agreements.values() if agency in a.requester_ids)
+
+
+def create_agency_token(
+    session: Session,
+    agreements: AgreementSet,
+    agency: str,
+    *,
+    scope: list[str] | None,
+    label: str,
+    at: datetime,
+) -> tuple[str, AgencyTokenRow]:
+    """Issue a token for ``agency``, limited to agreements it is a party to."""
+    parties = agency_agreements(agreements, agency)
+    if not parties:
+        raise AccountError(
+            f"agency: {agency!r} is not a requesting party to any loaded agreement; known "
+            f"agencies: {sorted(agreements.agencies)}"
+        )
+    chosen = sorted(set(scope)) if scope else parties
+    outside = [a for a in chosen if a not in parties]
+    if outside:
+        raise AccountError(
+            f"agreement: {agency!r} is not a party to {outside}; it is a party to {parties}"
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = AgencyTokenRow(
+        agency=agency,
+        token_sha256=digest(token),
+        prefix=token[:10],
+        agreements=chosen,
+        label=label,
+        created_at=at,
+        revoked_at=None,
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def revoke_agency_token(session: Session, token_id: int, *, at: datetime) -> AgencyTokenRow:
+    row = session.get(AgencyTokenRow, token_id)
+    if row is None:
+        raise AccountError(f"id: no agency token with id {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = at
+    return row
+
+
+def list_agency_tokens(session: Session) -> list[AgencyTokenRow]:
+    return list(session.execute(select(AgencyTokenRow).order_by(AgencyTokenRow.id)).scalars())
+
+
+def authenticate_agency(session: Session, token: str) -> AgencyPrincipal | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = session.execute(
+        select(AgencyTokenRow).where(AgencyTokenRow.token_sha256 == digest(token))
+    ).scalar_one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    return AgencyPrincipal(row.agency, frozenset(row.agreements), row.id)
+
+
+def create_account(
+    session: Session, username: str, role: str, password: str, *, at: datetime
+) -> AccountRow:
+    if not USERNAME_PATTERN.match(username):
+        raise AccountError(
+            "username: 2-80 characters, lower-case letters, digits, '.', '_' or '-'"
+        )
+    if role not in ROLES:
+        raise AccountError(f"role: must be one of {list(ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"password: at least {MIN_PASSWORD} characters")
+    if session.execute(
+        select(AccountRow.id).where(AccountRow.username == username)
+    ).first():
+        raise AccountError(f"username: {username!r} already exists")
+    row = AccountRow(
+        username=username,
+        role=role,
+        password_hash=_hasher.hash(password),
+        created_at=at,
+        disabled_at=None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def disable_account(session: Session, username: str, *, at: datetime) -> AccountRow:
+    row = session.execute(
+        select(AccountRow).where(AccountRow.username == username)
+    ).scalar_one_or_none()
+    if row is None:
+        raise AccountError(f"username: no account {username!r}")
+    row.disabled_at = row.disabled_at or at
+    session.execute(delete(WebSessionRow).where(WebSessionRow.account_id == row.id))
+    return row
+
+
+def list_accounts(session: Session) -> list[AccountRow]:
+    return list(session.execute(select(AccountRow).order_by(AccountRow.id)).scalars())
+
+
+def verify_login(session: Session, username: str, password: str) -> AccountRow | None:
+    row = session.execute(
+        select(AccountRow).where(AccountRow.username == username)
+    ).scalar_one_or_none()
+    try:
+        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None or row.disabled_at is not None:
+        return None
+    return row
+
+
+@dataclass(frozen=True)
+class WebSession:
+    token: str
+    csrf_token: str
+    role: str
+    account_id: int | None
+    username: str | None
+    subject_nhs_number: str | None
+    expires_at: datetime
+
+
+def start_session(
+    session: Session,
+    *,
+    role: str,
+    at: datetime,
+    account: AccountRow | None = None,
+    subject_nhs_number: str | None = None,
+) -> WebSession:
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    ttl = SUBJECT_SESSION_TTL if role == "subject" else SESSION_TTL
+    row = WebSessionRow(
+        token_sha256=digest(token),
+        role=role,
+        account_id=account.id if account else None,
+        subject_nhs_number=subject_nhs_number,
+        csrf_token=csrf,
+        created_at=at,
+        expires_at=at + ttl,
+    )
+    session.add(row)
+    session.flush()
+    return WebSession(token, csrf, role, row.account_id,
+                      account.username if account else None, subject_nhs_number, row.expires_at)
+
+
+def load_session(session: Session, token: str, *, at: datetime) -> WebSession | None:
+    if not token or len(token) > 200:
+        return None
+    row = session.get(WebSessionRow, digest(token))
+    if row is None or as_utc(row.expires_at) <= at:
+        return None
+    username: str | None = None
+    if row.account_id is not None:
+        account = session.get(AccountRow, row.account_id)
+        if account is None or account.disabled_at is not None or account.role != row.role:
+            return None
+        username = account.username
+    return WebSession(token, row.csrf_token, row.role, row.account_id, username,
+                      row.subject_nhs_number, as_utc(row.expires_at))
+
+
+def end_session(session: Session, token: str) -> None:
+    session.execute(delete(WebSessionRow).where(WebSessionRow.token_sha256 == digest(token)))
+
+
+def csrf_ok(expected: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
