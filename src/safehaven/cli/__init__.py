@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from safehaven.cli import agreements, firewall, ledger, requests
+from safehaven.cli import accounts as accounts_cli
+from safehaven.cli import agency, agreements, firewall, ledger, requests
 from safehaven.cli import matching as matching_cli
 from safehaven.cli import register as register_cli
 from safehaven.cli.demo import demo_command
 from safehaven.cli.report import report_command
+from safehaven.cli.serve import serve_command
 
 app = typer.Typer(
     help="safehaven: agreements as code, a firewall, review, matching and a ledger between a "
@@ -25,6 +27,10 @@ app.command("decide")(requests.decide_command)
 app.command("submit")(requests.submit_command)
 app.command("review")(requests.review_command)
 app.command("demo")(demo_command)
+app.add_typer(agency.app, name="agency")
+app.add_typer(accounts_cli.reviewer_app, name="reviewer")
+app.add_typer(accounts_cli.oversight_app, name="oversight")
+app.command("serve")(serve_command)
 app.add_typer(register_cli.app, name="register")
 app.command("link")(matching_cli.link_command)
 app.command("trace")(matching_cli.trace_command)
