@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from safehaven.ledger import merkle
@@ -55,15 +55,17 @@ def seq_suffix(seq: int) -> bytes:
     return b',"seq":%d}' % seq
 
 
+# Built once: composing a statement costs more than running it on an indexed row.
+_READ_STATE = select(STATE.c.size, STATE.c.frontier).where(STATE.c.id == STATE_ID)
+_LOCK_STATE = _READ_STATE.with_for_update()
+
+
 def _split_frontier(blob: bytes) -> list[bytes]:
     return [blob[i : i + H] for i in range(0, len(blob), H)]
 
 
 def _state(session: Session, *, lock: bool) -> tuple[int, list[bytes]]:
-    stmt = select(STATE.c.size, STATE.c.frontier).where(STATE.c.id == STATE_ID)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).one_or_none()
+    row = session.connection().execute(_LOCK_STATE if lock else _READ_STATE).one_or_none()
     if row is None:
         raise LedgerError("ledger_state row is missing (schema not migrated?)")
     size, frontier = int(row.size), _split_frontier(bytes(row.frontier))
@@ -145,23 +147,37 @@ def entry(session: Session, index: int) -> tuple[bytes, bytes]:
     return str(row.event).encode("utf-8"), bytes(row.leaf_hash)
 
 
+def _mark(session: Session) -> str:
+    return "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
+
+
 def subtree_hashes(session: Session, nodes: Iterable[merkle.Node]) -> dict[merkle.Node, bytes]:
-    """Hashes of complete subtrees, level 0 from the entries and the rest from the nodes."""
+    """Hashes of complete subtrees, level 0 from the entries and the rest from the nodes.
+
+    Plain driver SQL: two indexed queries whose text depends only on how many hashes are
+    wanted.  (Building the same query as SQLAlchemy expressions costs more than running it,
+    and a row-value ``IN`` makes SQLite scan the table.)
+    """
     wanted = set(nodes)
     leaves = sorted(i for level, i in wanted if level == 0)
     upper = sorted((level, i) for level, i in wanted if level > 0)
     found: dict[merkle.Node, bytes] = {}
-    if leaves:
-        for idx, h in session.execute(
-            select(ENTRIES.c.idx, ENTRIES.c.leaf_hash).where(ENTRIES.c.idx.in_(leaves))
-        ):
-            found[(0, int(idx))] = bytes(h)
-    if upper:
-        cond = or_(*(and_(NODES.c.level == lv, NODES.c.idx == i) for lv, i in upper))
-        for lv, idx, h in session.execute(
-            select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(cond)
-        ):
-            found[(int(lv), int(idx))] = bytes(h)
+    m = _mark(session)
+    cursor = session.connection().connection.cursor()  # same connection and transaction
+    try:
+        if leaves:
+            cursor.execute(f"SELECT idx, leaf_hash FROM ledger_entries "  # noqa: S608
+                           f"WHERE idx IN ({', '.join([m] * len(leaves))})", tuple(leaves))
+            for idx, h in cursor.fetchall():
+                found[(0, int(idx))] = bytes(h)
+        if upper:
+            cond = " OR ".join([f"(level = {m} AND idx = {m})"] * len(upper))
+            cursor.execute(f"SELECT level, idx, hash FROM ledger_nodes WHERE {cond}",  # noqa: S608
+                           tuple(x for pair in upper for x in pair))
+            for lv, idx, h in cursor.fetchall():
+                found[(int(lv), int(idx))] = bytes(h)
+    finally:
+        cursor.close()
     missing = wanted - found.keys()
     if missing:
         raise LedgerError(f"stored tree is missing subtree(s) {sorted(missing)[:3]}")
