@@ -141,7 +141,8 @@ def test_legal_basis_rule(agreements):
         [
             _agreement_variant("nhs-police-tracing", only_dpa_1998),
             *[a for a in agreements.agreements.values() if a.id != "nhs-police-tracing"],
-        ]
+        ],
+        agreements.profiles.values(),
     )
     bad = run(
         variant,

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from safehaven.domain.agreement import Agreement
+from safehaven.domain.collection import RegisterProfile
 from safehaven.domain.decision import AgreementSet
 from safehaven.domain.request import describe_validation_error
 
@@ -53,17 +54,48 @@ def bundled_dir() -> Path:
     return Path(str(resources.files(__name__)))
 
 
-def parse_agreement(text: str, path: Path) -> Agreement:
+def _yaml_mapping(text: str, path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise AgreementFileError(path, [f"(file): invalid YAML: {exc}"]) from None
     if not isinstance(data, dict):
-        raise AgreementFileError(path, ["(file): an agreement must be a YAML mapping"])
+        raise AgreementFileError(path, ["(file): must be a YAML mapping"])
+    return data
+
+
+def parse_agreement(text: str, path: Path) -> Agreement:
+    data = _yaml_mapping(text, path)
     try:
         return Agreement.model_validate(data)
     except ValidationError as exc:
         raise AgreementFileError(path, describe_validation_error(exc)) from None
+
+
+def load_profile(path: Path) -> RegisterProfile:
+    """A register profile (``registers/<controller>.yaml``): why each field was collected."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgreementFileError(path, [f"(file): cannot read: {exc}"]) from None
+    try:
+        return RegisterProfile.model_validate(_yaml_mapping(text, path))
+    except ValidationError as exc:
+        raise AgreementFileError(path, describe_validation_error(exc)) from None
+
+
+def check_profiles(directory: Path) -> tuple[list[RegisterProfile], list[AgreementFileError]]:
+    profiles: list[RegisterProfile] = []
+    errors: list[AgreementFileError] = []
+    sub = directory / "registers"
+    if not sub.is_dir():
+        return profiles, errors
+    for path in agreement_files(sub):
+        try:
+            profiles.append(load_profile(path))
+        except AgreementFileError as exc:
+            errors.append(exc)
+    return profiles, errors
 
 
 def load_file(path: Path) -> Agreement:
@@ -75,7 +107,9 @@ def load_file(path: Path) -> Agreement:
 
 
 def agreement_files(directory: Path) -> Iterator[Path]:
-    yield from sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml"})
+    yield from sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix in {".yaml", ".yml"}
+    )
 
 
 def check_dir(
@@ -92,9 +126,11 @@ def check_dir(
             errors.append(exc)
             continue
         if agreement.id in ids:
-            errors.append(AgreementFileError(
-                path, [f"id: {agreement.id!r} is already defined in {ids[agreement.id].name}"]
-            ))
+            errors.append(
+                AgreementFileError(
+                    path, [f"id: {agreement.id!r} is already defined in {ids[agreement.id].name}"]
+                )
+            )
             continue
         ids[agreement.id] = path
         loaded.append((path, agreement))
@@ -107,6 +143,7 @@ def load_dir(directory: Path | None = None) -> AgreementSet:
     if not directory.is_dir():
         raise AgreementFileError(directory, ["(file): not a directory"])
     loaded, errors = check_dir(directory)
-    if errors:
-        raise errors[0]
-    return AgreementSet.of(a for _, a in loaded)
+    profiles, profile_errors = check_profiles(directory)
+    if errors or profile_errors:
+        raise (errors + profile_errors)[0]
+    return AgreementSet.of((a for _, a in loaded), profiles)

@@ -100,13 +100,56 @@ class LegalBasis(_Model):
         return not (self.valid_to is not None and day > self.valid_to)
 
 
+#: Dimensions an aggregate may be broken down by, and the register field each comes from.
+AGGREGATE_DIMENSIONS: dict[str, str] = {
+    "area": "address-postalcode",
+    "age_band": "birthdate",
+    "gender": "gender",
+    "nationality_group": "nationality",
+    "month": "registration_date",
+}
+
+#: Breakdowns that would place a person on a map; never allowed in an aggregate.
+POINT_LOCATIONS = frozenset(
+    {"latitude", "longitude", "coordinates", "location", "address", "postcode", "uprn"}
+)
+
+
+class AggregateTerms(_Model):
+    """Terms for count tables: which breakdowns, and the smallest cell that may be shown."""
+
+    dimensions: Annotated[list[str], Field(min_length=1)]
+    min_cell: Annotated[int, Field(ge=10)] = 10
+
+    @model_validator(mode="after")
+    def _no_points(self) -> AggregateTerms:
+        bad = [d for d in self.dimensions if d in POINT_LOCATIONS]
+        if bad:
+            raise ValueError(f"point locations can never be an aggregate dimension: {bad}")
+        unknown = [d for d in self.dimensions if d not in AGGREGATE_DIMENSIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown dimension(s) {unknown}; known: {sorted(AGGREGATE_DIMENSIONS)}"
+            )
+        return self
+
+
 class PurposeTerms(_Model):
     id: NonEmpty
     legal_bases: Annotated[list[Slug], Field(min_length=1)]
     required_grounds: list[GroundName] = []
     offence_max_age_years: Annotated[int, Field(ge=1, le=100)] | None = None
     fields: list[str] | None = None
+    aggregates: AggregateTerms | None = None
     review: ReviewRule = ReviewRule.ONE
+    note: str = ""
+
+
+class CompatibleUse(_Model):
+    """The agreement's claim that data collected for one purpose may serve others."""
+
+    collected_for: Slug
+    purposes: Annotated[list[str], Field(min_length=1)]
     note: str = ""
 
 
@@ -167,6 +210,7 @@ class Agreement(_Model):
     purposes: Annotated[list[PurposeTerms], Field(min_length=1)]
     fields: FieldTerms
     volume_cap: VolumeCap | None = None
+    compatible_uses: list[CompatibleUse] = []
     notification: Notification
     retention: Retention
     status_history: Annotated[list[StatusChange], Field(min_length=1)]
@@ -174,6 +218,7 @@ class Agreement(_Model):
 
     _sha256: str = PrivateAttr(default="")
     _purposes: dict[str, PurposeTerms] = PrivateAttr(default_factory=dict)
+    _compatible: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
     _requesters: frozenset[str] = PrivateAttr(default=frozenset())
 
     @model_validator(mode="after")
@@ -207,6 +252,13 @@ class Agreement(_Model):
                     errors.append(
                         f"purposes.{i}.fields.{j}: {f!r} is not in the agreement's permitted fields"
                     )
+        for i, use in enumerate(self.compatible_uses):
+            for j, pid in enumerate(use.purposes):
+                if pid not in seen:
+                    errors.append(
+                        f"compatible_uses.{i}.purposes.{j}: {pid!r} is not a purpose of this "
+                        "agreement"
+                    )
         previous: date | None = None
         for i, change in enumerate(self.status_history):
             if previous is not None and change.date <= previous:
@@ -235,6 +287,11 @@ class Agreement(_Model):
     def model_post_init(self, context: object, /) -> None:
         self._sha256 = content_hash(self.model_dump(mode="json", by_alias=True))
         self._purposes = {p.id: p for p in self.purposes}
+        compatible: dict[str, set[str]] = {}
+        for use in self.compatible_uses:
+            for pid in use.purposes:
+                compatible.setdefault(pid, set()).add(use.collected_for)
+        self._compatible = {k: frozenset(v) for k, v in compatible.items()}
         self._requesters = frozenset(r.id for r in self.parties.requesters)
 
     @property
@@ -265,6 +322,10 @@ class Agreement(_Model):
         if status.status is AgreementStatus.NARROWED and status.purposes is not None:
             return frozenset(status.purposes)
         return frozenset(self._purposes)
+
+    def compatible_collection_purposes(self, purpose_id: str) -> frozenset[str]:
+        """Collection purposes this agreement declares compatible with ``purpose_id``."""
+        return self._compatible.get(purpose_id, frozenset())
 
     def permitted_fields(self, purpose_id: str) -> frozenset[str]:
         terms = self._purposes.get(purpose_id)

@@ -11,17 +11,23 @@ Where each rule lives is listed in ``docs/architecture.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from safehaven.domain.agreement import Agreement
+from safehaven.domain.agreement import (
+    AGGREGATE_DIMENSIONS,
+    POINT_LOCATIONS,
+    Agreement,
+    PurposeTerms,
+)
+from safehaven.domain.collection import RegisterProfile
 from safehaven.domain.fields import CLINICAL_FIELDS
 from safehaven.domain.firewall import DEFAULT_POLICY, FirewallPolicy
 from safehaven.domain.purposes import PURPOSES
-from safehaven.domain.request import TracingRequest
+from safehaven.domain.request import AggregateRequest, TracingRequest
 
 
 class Outcome(StrEnum):
@@ -41,6 +47,9 @@ class RuleId(StrEnum):
     PURPOSE_PERMITTED = "purpose.permitted"
     LEGAL_BASIS = "purpose.legal_basis"
     FIREWALL = "firewall"
+    PURPOSE_LIMITATION = "purpose.limitation"
+    AGGREGATE_PERMITTED = "aggregate.permitted"
+    AGGREGATE_DIMENSIONS = "aggregate.dimensions"
     SUBJECT_IDENTIFIABLE = "subject.identifiable"
     GROUNDS_REQUIRED = "grounds.required"
     OFFENCE_AGE = "grounds.offence_age"
@@ -102,6 +111,8 @@ class AgreementSet:
 
     agreements: Mapping[str, Agreement]
     extra_agencies: frozenset[str] = field(default_factory=frozenset)
+    #: Register profiles (purpose of collection per field), keyed by controller id.
+    profiles: Mapping[str, RegisterProfile] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         agencies = set(self.extra_agencies)
@@ -110,8 +121,13 @@ class AgreementSet:
         object.__setattr__(self, "_agencies", frozenset(agencies))
 
     @classmethod
-    def of(cls, agreements: Iterable[Agreement]) -> AgreementSet:
-        return cls({a.id: a for a in agreements})
+    def of(
+        cls, agreements: Iterable[Agreement], profiles: Iterable[RegisterProfile] = ()
+    ) -> AgreementSet:
+        return cls({a.id: a for a in agreements}, profiles={p.controller: p for p in profiles})
+
+    def profile_for(self, agreement: Agreement) -> RegisterProfile | None:
+        return self.profiles.get(agreement.parties.controller.id)
 
     @property
     def agencies(self) -> frozenset[str]:
@@ -129,26 +145,23 @@ def _years_between(earlier: date, later: date) -> int:
     return years
 
 
-def decide(
-    request: TracingRequest,
-    agreements: AgreementSet,
+def _common_rules(
+    add: Callable[[RuleResult], None],
     *,
+    requester: str,
+    agreement_id: str,
+    purpose_id: str,
+    made_on: date,
     received_on: date,
-    firewall_on: bool = True,
-    firewall: FirewallPolicy = DEFAULT_POLICY,
-    cap_usage: int = 0,
-) -> Decision:
-    """Decide a request.
+    agreements: AgreementSet,
+    firewall_on: bool,
+    firewall: FirewallPolicy,
+) -> tuple[Agreement | None, PurposeTerms | None]:
+    """Dates, requester, agreement, status, party, purpose, legal basis and firewall.
 
-    ``received_on`` is the date safehaven received it (caps count by month received, so a
-    requester cannot escape a full month by back-dating); the agreement status applied is
-    the one in force on ``request.made_on``.  ``cap_usage`` is how many requests under
-    ``request.agreement`` already count against its cap in the month of ``received_on``.
+    Returns ``(None, None)`` when later rules cannot be evaluated (unknown agreement, or a
+    purpose the agreement does not have).
     """
-    rules: list[RuleResult] = []
-    add = rules.append
-    made_on = request.made_on
-
     if made_on <= received_on:
         add(
             RuleResult(
@@ -167,12 +180,10 @@ def decide(
             )
         )
 
-    if request.requester in agreements.agencies:
+    if requester in agreements.agencies:
         add(
             RuleResult(
-                RuleId.REQUESTER_KNOWN,
-                True,
-                f"{request.requester!r} is a registered requesting agency.",
+                RuleId.REQUESTER_KNOWN, True, f"{requester!r} is a registered requesting agency."
             )
         )
     else:
@@ -180,21 +191,18 @@ def decide(
             RuleResult(
                 RuleId.REQUESTER_KNOWN,
                 False,
-                f"{request.requester!r} is not a requesting agency known to this controller.",
+                f"{requester!r} is not a requesting agency known to this controller.",
             )
         )
 
-    agreement = agreements.get(request.agreement)
+    agreement = agreements.get(agreement_id)
     if agreement is None:
         add(
             RuleResult(
-                RuleId.AGREEMENT_KNOWN,
-                False,
-                f"No agreement with id {request.agreement!r} is loaded.",
+                RuleId.AGREEMENT_KNOWN, False, f"No agreement with id {agreement_id!r} is loaded."
             )
         )
-        return _finish(rules, None, firewall_on, 0, (), None)
-    ref = AgreementRef(agreement.id, agreement.version, agreement.sha256)
+        return None, None
     add(
         RuleResult(
             RuleId.AGREEMENT_KNOWN,
@@ -234,12 +242,12 @@ def decide(
             )
         )
 
-    if request.requester in agreement.requester_ids:
+    if requester in agreement.requester_ids:
         add(
             RuleResult(
                 RuleId.REQUESTER_PARTY,
                 True,
-                f"{request.requester!r} is a requesting party to the agreement.",
+                f"{requester!r} is a requesting party to the agreement.",
             )
         )
     else:
@@ -247,27 +255,27 @@ def decide(
             RuleResult(
                 RuleId.REQUESTER_PARTY,
                 False,
-                f"{request.requester!r} is not a party to agreement {agreement.id!r}; "
+                f"{requester!r} is not a party to agreement {agreement.id!r}; "
                 f"its requesters are {sorted(agreement.requester_ids)}.",
             )
         )
 
-    terms = agreement.purpose_terms(request.purpose)
+    terms = agreement.purpose_terms(purpose_id)
     if terms is None:
         add(
             RuleResult(
                 RuleId.PURPOSE_PERMITTED,
                 False,
-                f"Purpose {request.purpose!r} is not a purpose of this agreement.",
+                f"Purpose {purpose_id!r} is not a purpose of this agreement.",
             )
         )
-        return _finish(rules, ref, firewall_on, 0, (), None)
-    if request.purpose in purposes_now:
+        return agreement, None
+    if purpose_id in purposes_now:
         add(
             RuleResult(
                 RuleId.PURPOSE_PERMITTED,
                 True,
-                f"Purpose {request.purpose!r} was permitted on {made_on.isoformat()}.",
+                f"Purpose {purpose_id!r} was permitted on {made_on.isoformat()}.",
             )
         )
     elif status is not None and purposes_now:
@@ -275,7 +283,7 @@ def decide(
             RuleResult(
                 RuleId.PURPOSE_PERMITTED,
                 False,
-                f"Purpose {request.purpose!r} was no longer permitted on "
+                f"Purpose {purpose_id!r} was no longer permitted on "
                 f"{made_on.isoformat()}: since {status.date.isoformat()} the agreement is "
                 f"narrowed to {sorted(purposes_now)} ({status.note}).",
             )
@@ -285,7 +293,7 @@ def decide(
             RuleResult(
                 RuleId.PURPOSE_PERMITTED,
                 False,
-                f"Purpose {request.purpose!r} was not permitted on {made_on.isoformat()} "
+                f"Purpose {purpose_id!r} was not permitted on {made_on.isoformat()} "
                 "because the agreement was not in force.",
             )
         )
@@ -311,7 +319,7 @@ def decide(
             )
         )
 
-    category = PURPOSES[request.purpose].category
+    purpose = PURPOSES[purpose_id]
     if not firewall_on:
         add(
             RuleResult(
@@ -321,15 +329,16 @@ def decide(
             )
         )
     else:
-        blocking = [r for r in firewall.rules if r.blocks(agreement.register_kind, category)]
+        blocking = [r for r in firewall.rules if r.blocks(agreement.register_kind, purpose)]
         if blocking:
             for r in blocking:
                 add(
                     RuleResult(
                         f"{RuleId.FIREWALL}.{r.id}",
                         False,
-                        f"Firewall: {r.description} (register: {agreement.register_kind.value}"
-                        f"; purpose category: {category.value}).",
+                        f"Firewall: {r.description} (register: "
+                        f"{agreement.register_kind.value}; purpose: {purpose.id}, "
+                        f"{purpose.category.value}).",
                     )
                 )
         else:
@@ -337,10 +346,113 @@ def decide(
                 RuleResult(
                     RuleId.FIREWALL,
                     True,
-                    f"No firewall rule covers a {agreement.register_kind.value} register for a "
-                    f"{category.value} purpose.",
+                    f"No firewall rule covers a {agreement.register_kind.value} register "
+                    f"for a {purpose.category.value} purpose.",
                 )
             )
+    return agreement, terms
+
+
+def _purpose_limitation(
+    add: Callable[[RuleResult], None],
+    agreement: Agreement,
+    profile: RegisterProfile | None,
+    purpose_id: str,
+    fields: Iterable[str],
+) -> None:
+    """Each field may serve only a use the agreement declares compatible with why it was
+    collected; a field whose collection purpose the register does not record cannot."""
+    if profile is None:
+        add(
+            RuleResult(
+                RuleId.PURPOSE_LIMITATION,
+                False,
+                f"The controller {agreement.parties.controller.id!r} has no register "
+                "profile saying why its fields were collected, so purpose limitation "
+                "cannot be shown.",
+            )
+        )
+        return
+    compatible = agreement.compatible_collection_purposes(purpose_id)
+    problems = []
+    for f in fields:
+        collected = profile.collected_for(f)
+        if collected is None:
+            problems.append(f"{f} (the register does not record why it was collected)")
+        elif not compatible.intersection(collected):
+            problems.append(f"{f} (collected for {', '.join(collected)})")
+    if problems:
+        add(
+            RuleResult(
+                RuleId.PURPOSE_LIMITATION,
+                False,
+                f"Purpose limitation: the agreement declares no use for {purpose_id!r} "
+                f"compatible with why these were collected: {'; '.join(problems)}.",
+            )
+        )
+    else:
+        add(
+            RuleResult(
+                RuleId.PURPOSE_LIMITATION,
+                True,
+                f"Every field was collected for a purpose the agreement declares "
+                f"compatible with {purpose_id!r} ({', '.join(sorted(compatible))}).",
+            )
+        )
+
+
+def _review_rule(add: Callable[[RuleResult], None], purpose_id: str, reviewers: int) -> None:
+    if reviewers:
+        who = "two different reviewers" if reviewers == 2 else "a reviewer"
+        add(
+            RuleResult(
+                RuleId.REVIEW,
+                True,
+                f"The agreement requires {who} to approve {purpose_id!r} requests.",
+            )
+        )
+    else:
+        add(
+            RuleResult(
+                RuleId.REVIEW, True, f"The agreement allows {purpose_id!r} requests without review."
+            )
+        )
+
+
+def decide(
+    request: TracingRequest,
+    agreements: AgreementSet,
+    *,
+    received_on: date,
+    firewall_on: bool = True,
+    firewall: FirewallPolicy = DEFAULT_POLICY,
+    cap_usage: int = 0,
+) -> Decision:
+    """Decide a request for a person's details (or, for a status check, their entitlement).
+
+    ``received_on`` is the date safehaven received it (caps count by month received, so a
+    requester cannot escape a full month by back-dating); the agreement status applied is
+    the one in force on ``request.made_on``.  ``cap_usage`` is how many requests under
+    ``request.agreement`` already count against its cap in the month of ``received_on``.
+    """
+    rules: list[RuleResult] = []
+    add = rules.append
+    made_on = request.made_on
+    agreement, terms = _common_rules(
+        add,
+        requester=request.requester,
+        agreement_id=request.agreement,
+        purpose_id=request.purpose,
+        made_on=made_on,
+        received_on=received_on,
+        agreements=agreements,
+        firewall_on=firewall_on,
+        firewall=firewall,
+    )
+    if agreement is None or terms is None:
+        ref = AgreementRef(agreement.id, agreement.version, agreement.sha256) if agreement else None
+        return _finish(rules, ref, firewall_on, 0, (), None)
+    ref = AgreementRef(agreement.id, agreement.version, agreement.sha256)
 
     subject = request.subject
     if subject.nhs_number or (subject.birthdate and subject.family):
@@ -450,6 +562,14 @@ def decide(
             )
         )
 
+    _purpose_limitation(
+        add,
+        agreement,
+        agreements.profile_for(agreement),
+        request.purpose,
+        [f for f in asked if f not in forbidden],
+    )
+
     cap_month: str | None = None
     if agreement.volume_cap is not None:
         cap = agreement.volume_cap.per_month
@@ -473,26 +593,92 @@ def decide(
             )
 
     reviewers = terms.review.reviewers
-    if reviewers:
-        who = "two different reviewers" if reviewers == 2 else "a reviewer"
+    _review_rule(add, request.purpose, reviewers)
+    fields_out = tuple(f for f in asked if f in permitted)
+    return _finish(rules, ref, firewall_on, reviewers, fields_out, cap_month)
+
+
+def decide_aggregate(
+    request: AggregateRequest,
+    agreements: AgreementSet,
+    *,
+    received_on: date,
+    firewall_on: bool = True,
+    firewall: FirewallPolicy = DEFAULT_POLICY,
+) -> Decision:
+    """Decide a request for counts.  ``permitted_fields`` of the result lists the
+    dimensions that may be released; cell suppression is applied when the table is built."""
+    rules: list[RuleResult] = []
+    add = rules.append
+    agreement, terms = _common_rules(
+        add,
+        requester=request.requester,
+        agreement_id=request.agreement,
+        purpose_id=request.purpose,
+        made_on=request.made_on,
+        received_on=received_on,
+        agreements=agreements,
+        firewall_on=firewall_on,
+        firewall=firewall,
+    )
+    if agreement is None or terms is None:
+        ref = AgreementRef(agreement.id, agreement.version, agreement.sha256) if agreement else None
+        return _finish(rules, ref, firewall_on, 0, (), None)
+    ref = AgreementRef(agreement.id, agreement.version, agreement.sha256)
+
+    allowed = terms.aggregates
+    if allowed is None:
         add(
             RuleResult(
-                RuleId.REVIEW,
-                True,
-                f"The agreement requires {who} to approve {request.purpose!r} requests.",
+                RuleId.AGGREGATE_PERMITTED,
+                False,
+                f"Purpose {request.purpose!r} of this agreement does not permit "
+                "aggregate releases.",
             )
         )
+        dims_ok: list[str] = []
     else:
         add(
             RuleResult(
-                RuleId.REVIEW,
+                RuleId.AGGREGATE_PERMITTED,
                 True,
-                f"The agreement allows {request.purpose!r} requests without review.",
+                f"Aggregates permitted for {request.purpose!r} with cells of at least "
+                f"{allowed.min_cell}.",
             )
         )
+        points = [d for d in request.dimensions if d in POINT_LOCATIONS]
+        outside = [d for d in request.dimensions if d not in allowed.dimensions and d not in points]
+        if points or outside:
+            parts = []
+            if points:
+                parts.append(f"point locations are never released: {', '.join(points)}")
+            if outside:
+                parts.append(
+                    f"not permitted: {', '.join(outside)} (permitted: "
+                    f"{', '.join(allowed.dimensions)})"
+                )
+            add(
+                RuleResult(
+                    RuleId.AGGREGATE_DIMENSIONS,
+                    False,
+                    "Dimension(s) refused; " + "; ".join(parts) + ".",
+                )
+            )
+        else:
+            add(
+                RuleResult(
+                    RuleId.AGGREGATE_DIMENSIONS,
+                    True,
+                    f"Breakdown by {', '.join(request.dimensions)} is permitted.",
+                )
+            )
+        dims_ok = [d for d in request.dimensions if d in allowed.dimensions]
 
-    fields_out = tuple(f for f in asked if f in permitted)
-    return _finish(rules, ref, firewall_on, reviewers, fields_out, cap_month)
+    sources = [AGGREGATE_DIMENSIONS[d] for d in request.dimensions if d in AGGREGATE_DIMENSIONS]
+    _purpose_limitation(add, agreement, agreements.profile_for(agreement), request.purpose, sources)
+    reviewers = terms.review.reviewers
+    _review_rule(add, request.purpose, reviewers)
+    return _finish(rules, ref, firewall_on, reviewers, tuple(dims_ok), None)
 
 
 def _finish(

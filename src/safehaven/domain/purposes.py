@@ -58,6 +58,19 @@ PURPOSES: dict[str, Purpose] = {
             "such as rape, murder or manslaughter).",
         ),
         Purpose(
+            "aggregate-statistics",
+            PurposeCategory.STATISTICS,
+            "dpv:PublicBenefit",
+            "Counts for planning or research, released only above a minimum cell size.",
+        ),
+        Purpose(
+            "enforcement-targeting",
+            PurposeCategory.IMMIGRATION_ENFORCEMENT,
+            "dpv:EnforceSecurity",
+            "Counts or maps used to direct immigration enforcement at places or groups "
+            "(the GLA rough-sleeper map, seed 004 ¶6).",
+        ),
+        Purpose(
             "status-check",
             PurposeCategory.ELIGIBILITY,
             "dpv:IdentityVerification",

@@ -37,6 +37,12 @@ def _check_nhs_number(value: str) -> str:
     return value
 
 
+def _check_purpose(value: str) -> str:
+    if value not in PURPOSES:
+        raise ValueError(f"unknown purpose {value!r}; known purposes: {sorted(PURPOSES)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
@@ -91,9 +97,7 @@ class TracingRequest(_Strict):
     @field_validator("purpose")
     @classmethod
     def _known_purpose(cls, value: str) -> str:
-        if value not in PURPOSES:
-            raise ValueError(f"unknown purpose {value!r}; known purposes: {sorted(PURPOSES)}")
-        return value
+        return _check_purpose(value)
 
     @field_validator("fields")
     @classmethod
@@ -103,6 +107,32 @@ class TracingRequest(_Strict):
             raise ValueError(f"unknown field(s) {unknown}; known fields: {sorted(FIELDS)}")
         if len(set(value)) != len(value):
             raise ValueError("a field is named more than once")
+        return value
+
+
+class AggregateRequest(_Strict):
+    """A request for counts, never for a person: answered only with disclosure control."""
+
+    format: Literal["safehaven.aggregate/v1"]
+    request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    requester: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,79}$")]
+    agreement: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,79}$")]
+    purpose: str
+    made_on: date
+    dimensions: Annotated[
+        list[Annotated[str, Field(pattern=r"^[a-z_]{1,40}$")]], Field(min_length=1, max_length=2)
+    ]
+
+    @field_validator("purpose")
+    @classmethod
+    def _known_purpose(cls, value: str) -> str:
+        return _check_purpose(value)
+
+    @field_validator("dimensions")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a dimension is named more than once")
         return value
 
 
@@ -136,6 +166,15 @@ def describe_validation_error(error: ValidationError) -> list[str]:
 
 def parse_request(raw: str | bytes) -> TracingRequest:
     """Parse a JSON request, raising :class:`RequestFormatError` naming each bad field."""
+    _check_json(raw)
+    try:
+        return TracingRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestFormatError(describe_validation_error(exc)) from None
+
+
+def _check_json(raw: str | bytes) -> None:
+    """Malformed JSON gets its own message (line and column), not pydantic's."""
     try:
         json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -144,8 +183,13 @@ def parse_request(raw: str | bytes) -> TracingRequest:
         ) from None
     except UnicodeDecodeError:
         raise RequestFormatError(["(request): not valid UTF-8"]) from None
+
+
+def parse_aggregate_request(raw: str | bytes) -> AggregateRequest:
+    """Parse a JSON aggregate request, raising :class:`RequestFormatError` naming fields."""
+    _check_json(raw)
     try:
-        return TracingRequest.model_validate_json(raw)
+        return AggregateRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestFormatError(describe_validation_error(exc)) from None
 
