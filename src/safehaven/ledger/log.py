@@ -99,16 +99,17 @@ def append_many(session: Session, events: Iterable[Mapping[str, Any]]) -> range:
     sha = hashlib.sha256
     entry_rows: list[tuple[int, bytes, str]] = []
     node_rows: list[tuple[int, int, bytes]] = []
+    encode, add_entry, add_node = _encode_json, entry_rows.append, node_rows.append
     for event in events:
-        data = encode_leaf(event, n)
-        cur = sha(b"\x00" + data).digest()
-        entry_rows.append((n, cur, data.decode("utf-8")))
+        text = f'{{"event":{encode(event)},"seq":{n}}}'  # == encode_leaf(event, n)
+        cur = sha(b"\x00" + text.encode("utf-8")).digest()
+        add_entry((n, cur, text))
         level, i = 0, n
         while i & 1:  # each set low bit of n is a complete subtree this leaf now closes
             cur = sha(b"\x01" + frontier.pop() + cur).digest()
             level += 1
             i >>= 1
-            node_rows.append((level, i, cur))
+            add_node((level, i, cur))
         frontier.append(cur)
         n += 1
     if n == first:
