@@ -16,7 +16,9 @@ report can then only bound the damage between two heads.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, select
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from safehaven.ledger import merkle
 from safehaven.ledger.heads import all_heads, verify_head
-from safehaven.ledger.log import ENTRIES, NODES, STATE, STATE_ID, seq_suffix
+from safehaven.ledger.log import STATE, STATE_ID
 from safehaven.store.models import LedgerStateRow
 
 H = merkle.HASH_SIZE
@@ -84,24 +86,48 @@ class _Tree:
         return self.range_hash(0, size) if size else merkle.EMPTY_ROOT
 
 
+def _stream(
+    conn: Connection, sqlite_sql: str, pg_sql: str
+) -> Generator[Sequence[Any], None, None]:
+    """Batches of rows straight from the driver, server-side on PostgreSQL.
+
+    A million-entry audit is dominated by per-row overhead, so this bypasses SQLAlchemy's
+    result objects (about half the time) and reads ``event`` as bytes (no decode/encode).
+    """
+    dbapi = conn.connection
+    if conn.dialect.name == "sqlite":
+        cursor = dbapi.cursor()
+        cursor.execute(sqlite_sql)
+    else:
+        cursor = dbapi.cursor(name=f"ledger_verify_{id(conn)}")
+        cursor.execute(pg_sql)
+    try:
+        while rows := cursor.fetchmany(BATCH):
+            yield rows
+    finally:
+        cursor.close()
+
+
 def _scan_entries(conn: Connection, report: Report) -> bytes:
     """Rehash the entries in order; returns the leaf hashes of the intact prefix."""
     sha = hashlib.sha256
     leaves = bytearray()
     expected = 0
-    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-        select(ENTRIES.c.idx, ENTRIES.c.leaf_hash, ENTRIES.c.event).order_by(ENTRIES.c.idx)
+    batches = _stream(
+        conn,
+        "SELECT idx, leaf_hash, CAST(event AS BLOB) FROM ledger_entries ORDER BY idx",
+        "SELECT idx, leaf_hash, convert_to(event, 'UTF8') FROM ledger_entries ORDER BY idx",
     )
-    for rows in result.partitions(BATCH):
-        for idx, stored, event in rows:
+    for rows in batches:
+        for idx, stored, data in rows:
             if idx != expected:
                 report.bad_entry(expected, f"missing (the next stored entry is {idx}): deleted?")
+                batches.close()
                 return bytes(leaves)
-            data = event.encode("utf-8")
             h = sha(b"\x00" + data).digest()
             if h != stored:
                 report.bad_entry(idx, "event does not match its recorded leaf hash: edited?")
-            if not data.endswith(seq_suffix(idx)):
+            if not data.endswith(b',"seq":%d}' % idx):  # log.seq_suffix, inlined
                 report.bad_entry(idx, "its sequence number is not its position: moved?")
             leaves += h
             expected += 1
@@ -109,26 +135,31 @@ def _scan_entries(conn: Connection, report: Report) -> bytes:
 
 
 def _check_nodes(conn: Connection, tree: _Tree, report: Report) -> None:
-    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-        select(NODES.c.level, NODES.c.idx, NODES.c.hash).order_by(NODES.c.level, NODES.c.idx)
-    )
-    seen = [0] * len(tree.levels)
-    for rows in result.partitions(BATCH):
-        for level, idx, stored in rows:
-            want = tree.node(level, idx)
-            if want is None:
-                report.problem(f"stored subtree ({level}, {idx}) has no entries under it")
-            elif want != stored:
+    """Compare the stored subtree hashes with the rebuild, a whole level at a time."""
+    for level in range(1, len(tree.levels)):
+        want = tree.levels[level]
+        rows = [r for batch in _stream(
+            conn,
+            f"SELECT idx, hash FROM ledger_nodes WHERE level = {level} ORDER BY idx",  # noqa: S608
+            f"SELECT idx, hash FROM ledger_nodes WHERE level = {level} ORDER BY idx",  # noqa: S608
+        ) for r in batch]
+        if len(rows) * H == len(want) and b"".join(bytes(h) for _, h in rows) == want \
+                and all(idx == k for k, (idx, _) in enumerate(rows)):
+            continue
+        for k, (idx, stored) in enumerate(rows):  # name the first wrong node of this level
+            if idx != k or tree.node(level, idx) != bytes(stored):
                 first, last = idx << level, ((idx + 1) << level) - 1
                 report.problem(f"stored subtree ({level}, {idx}) over entries {first}..{last}"
                                " differs from the entries")
-            else:
-                seen[level] += 1
-    for level in range(1, len(tree.levels)):
-        want_count = len(tree.levels[level]) // H
-        if seen[level] != want_count:
-            report.problem(f"level {level}: {want_count - seen[level]} subtree hash(es) "
-                           "missing or wrong (proofs would fail)")
+                break
+        else:
+            report.problem(f"level {level}: {len(want) // H - len(rows)} subtree hash(es) "
+                           "missing (proofs would fail)")  # extra ones "differ" above
+    extra = conn.exec_driver_sql(
+        f"SELECT count(*) FROM ledger_nodes WHERE level >= {max(1, len(tree.levels))}"  # noqa: S608
+    ).scalar()
+    if extra:
+        report.problem(f"{extra} stored subtree hash(es) lie beyond the entries")
 
 
 def verify_log(conn: Connection, public_key: Ed25519PublicKey | None) -> Report:
