@@ -99,3 +99,18 @@ def test_every_level_is_exercised_and_agrees_with_splink(register: pd.DataFrame,
     for comp in PERSON_SPEC.comparisons:
         n_levels = len(comp.levels) - 1
         assert {lv for name, lv in levels_seen if name == comp.name} >= set(range(n_levels))
+
+
+def test_arrow_and_pandas_indexes_are_identical(register: pd.DataFrame) -> None:
+    import pyarrow as pa
+
+    from safehaven.matching.index import RegisterIndex
+
+    a = RegisterIndex.from_frame(PERSON_SPEC, register, "record_id")
+    b = RegisterIndex.from_arrow(PERSON_SPEC, pa.Table.from_pandas(register), "record_id")
+    for col in PERSON_SPEC.base:
+        assert list(a.base[col].cats) == list(b.base[col].cats)
+        assert np.array_equal(a.base[col].codes, b.base[col].codes)
+    for x, y in zip(a.blocks, b.blocks, strict=True):
+        assert np.array_equal(x.keys, y.keys) and np.array_equal(x.rows, y.rows)
+    assert a.record_id(17) == b.record_id(17) == register["record_id"].iloc[17]

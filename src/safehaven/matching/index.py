@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from safehaven.matching.spec import ModelSpec, Scalar
 
@@ -68,6 +70,22 @@ def encode_column(raw: pd.Series, fn: object | None = None) -> Encoded:
     return Encoded(cats, out)
 
 
+def encode_arrow(column: pa.ChunkedArray | pa.Array, fn: object | None = None) -> Encoded:
+    """As :func:`encode_column`, straight from Arrow (no Python object per row)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = pc.cast(arr, pa.string())
+    dict_arr = pc.dictionary_encode(arr)
+    uniq: list[Scalar] = dict_arr.dictionary.to_pylist()
+    if fn is not None:
+        uniq = [fn(u) for u in uniq]  # type: ignore[operator]
+    cats, remap = _encode_values(uniq)
+    idx = dict_arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    out = np.full(len(idx), -1, dtype=np.int32)
+    ok = idx >= 0
+    out[ok] = remap[idx[ok]]
+    return Encoded(cats, out)
+
+
 @dataclass
 class DerivedTable:
     """A derived column held per source category: ``codes[source_code]`` is its code."""
@@ -87,7 +105,8 @@ class BlockIndex:
 class RegisterIndex:
     """Prepared, encoded register columns and one sorted index per blocking key."""
 
-    def __init__(self, spec: ModelSpec, record_ids: Sequence[str] | npt.NDArray[np.object_],
+    def __init__(self, spec: ModelSpec,
+                 record_ids: Sequence[str] | npt.NDArray[np.object_] | pa.Array,
                  base: Mapping[str, Encoded]) -> None:
         self.spec = spec
         self.record_ids = record_ids
@@ -106,6 +125,16 @@ class RegisterIndex:
         base = {col: encode_column(df[col], spec.normalise.get(col)) for col in spec.base}
         ids = df[id_column].astype(str).to_numpy(dtype=object)
         return cls(spec, ids, base)
+
+    @classmethod
+    def from_arrow(cls, spec: ModelSpec, table: pa.Table, id_column: str) -> RegisterIndex:
+        base = {col: encode_arrow(table.column(col), spec.normalise.get(col))
+                for col in spec.base}
+        return cls(spec, pc.cast(table.column(id_column).combine_chunks(), pa.string()), base)
+
+    def record_id(self, row: int) -> str:
+        value = self.record_ids[row]
+        return str(value.as_py() if isinstance(value, pa.Scalar) else value)
 
     # -- per-row codes -------------------------------------------------------------------
     def row_codes(self, column: str, rows: npt.NDArray[np.int32] | None = None) -> Codes:

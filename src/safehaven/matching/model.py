@@ -82,7 +82,11 @@ def train(spec: ModelSpec, register: pd.DataFrame, training: pd.DataFrame, *,
                 continue
             # A level EM never saw gets a neutral weight (m = u) rather than none at all:
             # absent evidence should neither help nor hurt a pair.
-            if level.get("m_probability") is None and level.get("u_probability") is not None:
+            if level.get("u_probability") is None:
+                # Never seen among u_pairs random pairs (e.g. two people sharing an NHS
+                # number): the best estimate the sample allows is "rarer than 1 in u_pairs".
+                level["u_probability"] = 1.0 / u_pairs
+            if level.get("m_probability") is None:
                 LOG.warning("comparison %s level %r not observed in training; neutral weight",
                             comp["output_column_name"], level.get("label_for_charts"))
                 level["m_probability"] = level["u_probability"]

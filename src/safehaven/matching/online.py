@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from safehaven.domain.request import Subject
@@ -46,7 +46,7 @@ def subject_values(subject: Subject | Mapping[str, Any]) -> dict[str, object]:
 @dataclass
 class RegisterMatcher:
     matcher: Matcher
-    releasable: pd.DataFrame
+    releasable: pa.Table
     build_seconds: float
 
     @classmethod
@@ -60,10 +60,11 @@ class RegisterMatcher:
         if not model.is_file():
             raise FileNotFoundError(f"{model}: no trained model (run `safehaven register train`)")
         cols = list(dict.fromkeys(["record_id", *PERSON_SPEC.base, *RELEASABLE_COLUMNS]))
-        df = pq.read_table(register, columns=cols).to_pandas()
-        index = RegisterIndex.from_frame(PERSON_SPEC, df, "record_id")
+        table = pq.read_table(register, columns=cols)
+        index = RegisterIndex.from_arrow(PERSON_SPEC, table, "record_id")
         weights = Weights.from_settings(PERSON_SPEC, load_model(model))
-        releasable = df[list(RELEASABLE_COLUMNS)]
+        # Arrow, not pandas: a few bytes per value instead of a Python object per value.
+        releasable = table.select(list(RELEASABLE_COLUMNS))
         return cls(Matcher(index, weights, policy), releasable,
                    time.perf_counter() - start)
 
@@ -74,6 +75,5 @@ class RegisterMatcher:
         """The permitted fields of the matched record; nothing unless uniquely matched."""
         if result.status != "matched" or result.row is None:
             return {}
-        row = self.releasable.iloc[result.row]
-        values = {c: (None if pd.isna(row[c]) else row[c]) for c in RELEASABLE_COLUMNS}
+        values = self.releasable.slice(result.row, 1).to_pylist()[0]
         return released_fields(values, tuple(permitted))

@@ -244,6 +244,7 @@ PERSON_SPEC = ModelSpec(
         ("family", "birth_year", "given_initial"),
         ("postcode", "family_initial"),
         ("birthdate", "postcode_out"),
+        ("birthdate", "given_initial"),
     ),
 )
 
