@@ -147,12 +147,11 @@ async def submit_request(
 ) -> dict[str, Any]:
     obj = await read_json_object(request, cfg.max_body_bytes)
 
-    def work() -> Submitted:
-        with transaction(cfg.factory) as session:
-            principal = auth.agency(session, cfg, creds)
-            return submit_one(session, cfg, principal, tracing_request(obj, principal.agency))
+    def work(session: Session) -> Submitted:
+        principal = auth.agency(session, cfg, creds)
+        return submit_one(session, cfg, principal, tracing_request(obj, principal.agency))
 
-    done = await run_in_threadpool(work)
+    done = await run_in_threadpool(cfg.writer.run, work)
     response.status_code = 201 if done.result.created else 200
     response.headers["Location"] = f"/v1/requests/{done.result.public_id}"
     return _accepted(done)
@@ -172,21 +171,20 @@ async def status_check(
 ) -> dict[str, Any]:
     obj = await read_json_object(request, cfg.max_body_bytes)
 
-    def work() -> tuple[Submitted, str]:
-        with transaction(cfg.factory) as session:
-            principal = auth.agency(session, cfg, creds)
-            req = tracing_request(obj, principal.agency)
-            problems = []
-            if req.purpose != "status-check":
-                problems.append("purpose: a status check must have purpose 'status-check'")
-            if req.fields != ["entitlement"]:
-                problems.append("fields: a status check asks for ['entitlement'] only")
-            if problems:
-                raise unprocessable(problems)
-            done = submit_one(session, cfg, principal, req)
-            return done, tracing.status_answer(session, done.result.public_id)
+    def work(session: Session) -> tuple[Submitted, str]:
+        principal = auth.agency(session, cfg, creds)
+        req = tracing_request(obj, principal.agency)
+        problems = []
+        if req.purpose != "status-check":
+            problems.append("purpose: a status check must have purpose 'status-check'")
+        if req.fields != ["entitlement"]:
+            problems.append("fields: a status check asks for ['entitlement'] only")
+        if problems:
+            raise unprocessable(problems)
+        done = submit_one(session, cfg, principal, req)
+        return done, tracing.status_answer(session, done.result.public_id)
 
-    done, answer = await run_in_threadpool(work)
+    done, answer = await run_in_threadpool(cfg.writer.run, work)
     response.status_code = 201 if done.result.created else 200
     response.headers["Location"] = f"/v1/requests/{done.result.public_id}"
     return {"id": done.result.public_id, "request_id": done.request_key, "state": done.state,

@@ -11,6 +11,7 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from safehaven.api.writer import GroupCommitter
 from safehaven.domain.decision import AgreementSet
 from safehaven.service.clock import utcnow
 from safehaven.service.tracing import Matcher, NoRegister
@@ -33,9 +34,11 @@ class ApiConfig:
     bulk_batch: int = 100
     ledger_key: Callable[[], Ed25519PrivateKey] | None = None
     factory: sessionmaker[Session] = field(init=False)
+    writer: GroupCommitter = field(init=False)
 
     def __post_init__(self) -> None:
         self.factory = session_factory(self.engine)
+        self.writer = GroupCommitter(self.factory)
 
 
 def config(request: Request) -> ApiConfig:

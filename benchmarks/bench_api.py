@@ -1,0 +1,170 @@
+"""Sustained requests/s and latency of the HTTP API: submit + decide + ledger, on SQLite.
+
+Why: an agency's case system calls ``POST /v1/requests`` synchronously, and each 201 means
+the request, its decision, its transitions and their ledger entries are committed (WAL,
+``synchronous=FULL``).  This starts ``safehaven serve`` on a fresh SQLite workspace on a free
+loopback port, creates an agency token, and drives it from ``--concurrency`` client threads
+for at most ``--count`` requests or ``--seconds`` seconds, whichever ends first.  Only
+127.0.0.1 is ever targeted.
+
+Every request is a police tracing request (needs review), so each is stored, decided with
+every rule explained, counted, and appended to the ledger three times (received, decided,
+in review).  The figures include HTTP parsing, auth (token lookup) and the JSON response.
+
+Run: ``.venv/bin/python benchmarks/bench_api.py`` (writes benchmarks/results/api.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from safehaven.agreements import load_dir
+from safehaven.service import accounts
+from safehaven.store.db import open_store, session_factory, transaction
+
+TARGET_RPS = 500
+TARGET_P99_MS = 50.0
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "api.json"
+
+POLICE: dict[str, Any] = {
+    "agreement": "nhs-police-tracing",
+    "purpose": "police-serious-crime",
+    "made_on": "2017-09-01",
+    "subject": {"family": "Benchperson", "given": "Jo", "birthdate": "1975-02-14"},
+    "grounds": {"offence": "Rape", "offence_date": "2016-02-20", "serious_crime": True},
+    "fields": ["address", "address-postalcode"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(url: str, home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAFEHAVEN_HOME": str(home), "SAFEHAVEN_DATABASE_URL": url}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from safehaven.cli import main; main()", "serve",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=3000, help="at most this many requests")
+    parser.add_argument("--seconds", type=float, default=30.0, help="at most this long")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="safehaven-bench-"))
+    url = f"sqlite:///{home / 'bench.db'}"
+    engine = open_store(url)
+    with transaction(session_factory(engine)) as s:
+        token, _ = accounts.create_agency_token(
+            s, load_dir(), "metropolitan-police", scope=None, label="bench",
+            at=datetime.now(UTC))
+    engine.dispose()
+    port = free_port()
+    server = start_server(url, home, port)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: list[float] = []
+    errors: list[int] = []
+    lock = threading.Lock()
+    issued = 0
+    stop_at = 0.0
+
+    def take() -> int | None:
+        nonlocal issued
+        with lock:
+            if issued >= args.count or time.perf_counter() >= stop_at:
+                return None
+            issued += 1
+            return issued
+
+    def worker() -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            while (n := take()) is not None:
+                body = {**POLICE, "request_id": f"bench-{n}"}
+                t0 = time.perf_counter()
+                r = client.post("/v1/requests", json=body)
+                dt = time.perf_counter() - t0
+                with lock:
+                    (latencies if r.status_code == 201 else errors).append(
+                        dt if r.status_code == 201 else r.status_code)  # type: ignore[arg-type]
+
+    try:
+        with httpx.Client(base_url=base, headers=headers) as warm:
+            for i in range(args.warmup):
+                warm.post("/v1/requests", json={**POLICE, "request_id": f"warm-{i}"})
+        stop_at = time.perf_counter() + args.seconds
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    done = len(latencies)
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+    result = {
+        "benchmark": "api submit+decide+ledger (POST /v1/requests, SQLite WAL synchronous=FULL)",
+        "requests": done,
+        "errors": len(errors),
+        "seconds": round(elapsed, 3),
+        "concurrency": args.concurrency,
+        "requests_per_second": round(done / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(pct(0.50), 2),
+        "p99_ms": round(pct(0.99), 2),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0,
+        "target": {"requests_per_second": TARGET_RPS, "p99_ms": TARGET_P99_MS},
+        "meets_target": bool(done and done / elapsed >= TARGET_RPS
+                             and pct(0.99) <= TARGET_P99_MS),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(result, indent=2))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
