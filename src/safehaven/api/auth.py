@@ -78,7 +78,7 @@ def person(
             raise forbidden("agencies may not use this endpoint")
         raise unauthorized("log in first (session cookie)")
     if web.role not in roles:
-        raise forbidden(f"a {web.role} may not use this endpoint")
+        raise forbidden(f"the {web.role} role may not use this endpoint")
     if unsafe and not accounts.csrf_ok(web.csrf_token, creds.csrf):
         raise forbidden(f"{CSRF_HEADER}: missing or wrong CSRF token")
     return web
