@@ -7,13 +7,21 @@ from pathlib import Path
 
 import typer
 
-from safehaven.cli.common import AgreementsOpt, DatabaseOpt, fail, load_agreements
+from safehaven.cli.common import AgreementsOpt, DatabaseOpt, err, fail, load_agreements
 from safehaven.service.tracing import InMemoryRegister, Matcher, NoRegister
 
 
 def load_register(path: Path | None) -> Matcher:
-    """A JSON-lines file of register records (request field names plus ``record_id``)."""
+    """``--register FILE.jsonl``: a small demo register (request field names plus
+    ``record_id``).  Without it: the workspace register and its trained model if both
+    exist (``safehaven register import`` / ``train``), else nobody can be matched."""
     if path is None:
+        from safehaven.matching.register import model_path, register_path
+        from safehaven.service.register_matcher import WorkspaceRegister
+
+        if register_path().is_file() and model_path().is_file():
+            return WorkspaceRegister.load()
+        err.print("warning: no register loaded; approved requests will end in no_match")
         return NoRegister()
     try:
         records = [json.loads(line) for line in path.read_text("utf-8").splitlines()
@@ -29,7 +37,8 @@ def serve_command(
     database_url: str = DatabaseOpt,
     agreements_dir: Path = AgreementsOpt,
     register: Path = typer.Option(
-        None, "--register", help="Demo register: JSON lines of records to match against."),
+        None, "--register", help="Demo register: JSON lines of records to match against "
+        "(default: the workspace register and model, if imported and trained)."),
     print_codes: bool = typer.Option(
         False, "--print-codes", help="Demo: print subject access codes instead of posting."),
     secure_cookies: bool = typer.Option(

@@ -1,0 +1,35 @@
+"""The workspace register (Splink-trained model, online index) behind the tracing seam.
+
+:class:`safehaven.matching.online.RegisterMatcher` answers with a score and a row; the
+service wants a :class:`~safehaven.service.tracing.Found` in the request's field vocabulary.
+The record carries every releasable field (through the register's allow-list, so never a
+clinical column); :func:`safehaven.service.tracing.complete` then keeps only the fields the
+decision permits.  ``nhs_number`` is in the record so the subject portal can link the
+request to the person, and leaves only where the decision permits it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safehaven.domain.request import Subject
+from safehaven.matching.online import RegisterMatcher
+from safehaven.matching.register import RELEASABLE
+from safehaven.service.tracing import Found
+
+
+class WorkspaceRegister:
+    def __init__(self, online: RegisterMatcher) -> None:
+        self.online = online
+
+    @classmethod
+    def load(cls, register: Path | None = None, model: Path | None = None) -> WorkspaceRegister:
+        return cls(RegisterMatcher.load(register, model))
+
+    def match(self, subject: Subject) -> Found:
+        result = self.online.match(subject)
+        if result.status != "matched" or result.record_id is None:
+            return Found(result.status, float(result.score))
+        record = self.online.record(result, tuple(RELEASABLE))
+        return Found("matched", float(result.score), result.record_id,
+                     {k: str(v) for k, v in record.items() if v is not None})
