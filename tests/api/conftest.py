@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -95,6 +96,14 @@ def subject_login(world: World, client: TestClient, nhs: str, birthdate: str) ->
                     json={"nhs_number": nhs, "birthdate": birthdate, "code": code})
     assert r.status_code == 200, r.text
     return str(r.json()["csrf_token"])
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 at production cost is ~0.3 s a hash here; the tests need its behaviour, not
+    its cost (the parameters travel inside each hash, so verification is unchanged)."""
+    monkeypatch.setattr(accounts, "_hasher",
+                        PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture
