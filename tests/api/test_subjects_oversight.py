@@ -113,3 +113,17 @@ def test_oversight_statistics(world: World) -> None:
     assert "nhs-police-tracing" in json.dumps(stats)
     r = world.clients["oversight"].get("/v1/oversight/statistics?from=2020-01-02&to=2020-01-01")
     assert r.status_code == 422 and r.json()["problems"][0].startswith("from:")
+
+
+def test_reviewer_verdict_is_a_ledger_entry_without_the_reason(world: World) -> None:
+    rid = world.clients["agency_a"].post("/v1/requests", json=POLICE).json()["id"]
+    reason = "Offence is serious and recent"
+    world.post("reviewer", f"/v1/review/requests/{rid}/verdict",
+               json={"verdict": "refuse", "reason": reason})
+    o = world.clients["oversight"]
+    size = o.get("/v1/oversight/ledger/head").json()["size"]
+    last = o.get(f"/v1/oversight/ledger/proofs/inclusion?index={size - 1}&size={size}").json()
+    event = json.loads(last["entry"])["event"]
+    assert (event["request"], event["actor"], event["to"]) == (rid, "alice", "refused")
+    assert event["detail"]["verdict"] == "refuse" and "reason_sha256" in event["detail"]
+    assert reason not in last["entry"]
