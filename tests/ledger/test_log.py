@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -127,24 +128,41 @@ def test_concurrent_appenders_get_dense_indexes(factory: sessionmaker[Session]) 
 
 
 def test_every_lifecycle_step_appends_exactly_one_entry(
-    factory: sessionmaker[Session], agreements: object
+    factory: sessionmaker[Session], agreements: Any
 ) -> None:
     with transaction(factory) as s:
         svc_settings.set_firewall(s, False, actor="guardian", reason="Case of Jane Doe")
     with transaction(factory) as s:
-        result = svc.submit(s, req(POLICE), agreements, received_at=AT)  # type: ignore[arg-type]
+        pid = svc.submit(s, req(POLICE), agreements, received_at=AT).public_id
+    with transaction(factory) as s:
+        svc.review(s, pid, reviewer="alice", verdict="approve", reason="serious: R42", at=AT)
+        svc.record_match(s, pid, status="matched", score=0.998, record_id="R42", at=AT)
+    before = _ledger_size(factory)
+    with pytest.raises(svc.MinimisationError), transaction(factory) as s:  # refused use case
+        svc.disclose(s, pid, released={"address": "1 Street", "gp_practice": "Y123"}, at=AT)
+    assert _ledger_size(factory) == before
+    with transaction(factory) as s:
+        svc.disclose(s, pid, released={"address": "1 Street Lane"}, at=AT)
+        svc.notify(s, pid, actor="safehaven", at=AT)
     with transaction(factory) as s:
         transitions = list(s.scalars(select(TransitionRow).order_by(TransitionRow.id)))
         entries = [log.entry(s, i)[0].decode() for i in range(log.size(s))]
+    assert [t.to_state for t in transitions][-4:] == ["approved", "matched", "disclosed",
+                                                     "notified"]
     assert len(entries) == 1 + len(transitions)
-    assert '"type":"policy.change"' in entries[0] and "Jane" not in entries[0]
+    assert '"type":"policy.change"' in entries[0]
     for t, e in zip(transitions, entries[1:], strict=True):
         assert f'"event":"{t.event}"' in e and f'"to":"{t.to_state}"' in e
-        assert f'"request":"{result.public_id}"' in e
-    personal = _personal_values(POLICE)
-    assert personal
+        assert f'"request":"{pid}"' in e
+    personal = [*_personal_values(POLICE), "Jane Doe", "1 Street Lane", "R42"]
+    assert len(personal) > 3
     for value in personal:
-        assert all(value not in e for e in entries), f"personal value {value!r} in the ledger"
+        assert all(value not in e for e in entries), f"{value!r} is in the ledger"
+
+
+def _ledger_size(factory: sessionmaker[Session]) -> int:
+    with transaction(factory) as s:
+        return log.size(s)
 
 
 def _personal_values(body: dict[str, object]) -> list[str]:
