@@ -185,13 +185,25 @@ def test_submit_review_show_round_trip(tmp_path):
     assert [r["id"] for r in listed] == [pid]
 
 
-def test_demo_runs_examples():
-    res = invoke("demo")
+def test_demo_replays_a_small_stream():
+    """A tiny replay (2,000 people, 1 % of the seeds' rates); the full run is timed in CI."""
+    res = invoke("demo", "--no-serve", "--json", "--people", "2000", "--scale", "0.01")
     assert res.exit_code == 0, res.output
-    assert "nhs-2019-after-withdrawal" in res.stdout or "nhs-2019-after" in res.stdout
-    again = invoke("requests", "list", "--json", "--limit", "100")
-    states = [r["state"] for r in json.loads(again.stdout)]
-    assert len(states) >= 12 and "refused" in states and "approved" in states
+    summary = json.loads(res.stdout)
+    received = sum(t["received"] for t in summary["totals"].values())
+    assert received == summary["replay"]["requests"] > 0
+    listed = json.loads(invoke("requests", "list", "--json", "--limit", "1000").stdout)
+    states = {r["state"] for r in listed}
+    assert len(listed) == received and "refused" in states and "notified" in states
+    # A second run replaces the demo's own store instead of adding to it.
+    again = invoke("demo", "--no-serve", "--json", "--people", "2000", "--scale", "0.01")
+    assert json.loads(again.stdout)["replay"]["requests"] == received
+
+
+def test_demo_will_not_overwrite_a_real_store(tmp_path):
+    assert invoke("submit", write(tmp_path, POLICE)).exit_code == 0
+    res = invoke("demo", "--no-serve", "--people", "2000", "--scale", "0.01")
+    assert res.exit_code == 2 and "fresh workspace" in res.stderr
 
 
 def test_status_check_decide(tmp_path):
