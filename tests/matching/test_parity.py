@@ -114,3 +114,19 @@ def test_arrow_and_pandas_indexes_are_identical(register: pd.DataFrame) -> None:
     for x, y in zip(a.blocks, b.blocks, strict=True):
         assert np.array_equal(x.keys, y.keys) and np.array_equal(x.rows, y.rows)
     assert a.record_id(17) == b.record_id(17) == register["record_id"].iloc[17]
+
+
+def test_arrow_and_pandas_prepared_tables_are_identical(register: pd.DataFrame) -> None:
+    from safehaven.matching.model import splink_table
+
+    frame = splink_frame(PERSON_SPEC, register, "record_id")
+    table = splink_table(PERSON_SPEC, register, "record_id").to_pandas()
+    pd.testing.assert_frame_equal(frame.astype(object).where(frame.notna(), None),
+                                  table.astype(object).where(table.notna(), None))
+
+
+def test_missing_values_from_pandas_are_null_not_text() -> None:
+    prepared = prepare_values(PERSON_SPEC, {"family": float("nan"), "given": None,
+                                            "postcode": "se17pb"})
+    assert prepared["family"] is None and prepared["family_initial"] is None
+    assert prepared["given"] is None and prepared["postcode"] == "SE1 7PB"

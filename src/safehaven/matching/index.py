@@ -220,7 +220,8 @@ def prepare_values(spec: ModelSpec, raw: Mapping[str, object]) -> dict[str, Scal
     out: dict[str, Scalar] = {}
     for col in spec.base:
         value = raw.get(col)
-        text = None if value is None else str(value)
+        missing = value is None or (isinstance(value, float) and np.isnan(value))
+        text = None if missing else str(value)
         fn = spec.normalise.get(col)
         out[col] = fn(text) if fn is not None else text
     for name, d in spec.derived.items():
@@ -250,3 +251,30 @@ def prepare_frame(spec: ModelSpec, df: pd.DataFrame, id_column: str) -> pd.DataF
 def _decode(cats: npt.NDArray[np.bytes_], codes: Codes) -> pd.Series:
     strings = np.array([c.decode("ascii") for c in cats] + [None], dtype=object)
     return pd.Series(strings[np.where(codes >= 0, codes, len(cats))], dtype=object)
+
+
+def _arrow_strings(cats: npt.NDArray[np.bytes_], codes: Codes) -> pa.Array:
+    dictionary = pa.array([c.decode("ascii") for c in cats], type=pa.string())
+    indices = pa.array(np.maximum(codes, 0), mask=codes < 0, type=pa.int32())
+    return pc.cast(pa.DictionaryArray.from_arrays(indices, dictionary), pa.string())
+
+
+def prepare_arrow(spec: ModelSpec, table: pa.Table | pd.DataFrame, id_column: str) -> pa.Table:
+    """As :func:`prepare_frame`, as an Arrow table: compact enough for ten million rows."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    columns: dict[str, pa.Array] = {
+        "unique_id": pc.cast(table.column(id_column).combine_chunks(), pa.string())}
+    encoded: dict[str, Encoded] = {}
+    for col in spec.base:
+        enc = encode_arrow(table.column(col), spec.normalise.get(col))
+        encoded[col] = enc
+        columns[col] = _arrow_strings(enc.cats, enc.codes)
+    for name, d in spec.derived.items():
+        src = encoded[d.source]
+        cats, codes = _encode_values([d.fn(c.decode("ascii")) for c in src.cats])
+        row = np.full(len(src.codes), -1, dtype=np.int32)
+        ok = src.codes >= 0
+        row[ok] = codes[src.codes[ok]]
+        columns[name] = _arrow_strings(cats, row)
+    return pa.table(columns)

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from safehaven.matching.index import prepare_frame
-from safehaven.matching.spec import ModelSpec
+from safehaven.matching.index import prepare_arrow, prepare_frame
+from safehaven.matching.spec import ModelSpec, blocking_sql
 
 LOG = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ LOG = logging.getLogger(__name__)
 def splink_frame(spec: ModelSpec, df: pd.DataFrame, id_column: str) -> pd.DataFrame:
     """What Splink is given: unique_id plus the prepared (normalised + derived) columns."""
     return prepare_frame(spec, df, id_column)
+
+
+def splink_table(spec: ModelSpec, table: pd.DataFrame | pa.Table, id_column: str) -> pa.Table:
+    """As :func:`splink_frame`, as Arrow: what a ten-million-row register needs."""
+    return prepare_arrow(spec, table, id_column)
 
 
 def subjects_to_frame(subjects: list[dict[str, Any]], ids: list[str]) -> pd.DataFrame:
@@ -49,7 +55,7 @@ def subjects_to_frame(subjects: list[dict[str, Any]], ids: list[str]) -> pd.Data
     })
 
 
-def new_linker(spec: ModelSpec, frames: list[tuple[str, pd.DataFrame]],
+def new_linker(spec: ModelSpec, frames: list[tuple[str, pd.DataFrame | pa.Table]],
                settings: dict[str, Any]) -> Any:
     """A Splink linker over prepared frames on a fresh in-memory DuckDB."""
     from splink import Linker
@@ -57,17 +63,21 @@ def new_linker(spec: ModelSpec, frames: list[tuple[str, pd.DataFrame]],
 
     db_api = DuckDBAPI()
     tables = [db_api.register(df, dataset_display_name=name) for name, df in frames]
+    # The spec, not the stored JSON, decides candidate generation, so the batch linker
+    # and the online index always block the same way.
+    settings = {**settings, "blocking_rules_to_generate_predictions": [
+        blocking_sql(key) for key in spec.blocking]}
     return Linker(tables, settings, log_level=logging.WARNING)
 
 
-def train(spec: ModelSpec, register: pd.DataFrame, training: pd.DataFrame, *,
+def train(spec: ModelSpec, register: pd.DataFrame | pa.Table, training: pd.DataFrame, *,
           em_blocking: tuple[tuple[str, ...], ...], prior: float | None = None,
           u_pairs: float = 2e6, seed: int = 42, register_id: str = "record_id",
           training_id: str = "unique_id") -> dict[str, Any]:
     """Train m/u and return the Splink settings dict (with the trained parameters)."""
     from splink import block_on
 
-    reg = splink_frame(spec, register, register_id)
+    reg = splink_table(spec, register, register_id)
     req = splink_frame(spec, training, training_id)
     settings = spec.splink_settings(prior=prior or 1.0 / max(len(reg), 1))
     linker = new_linker(spec, [("register", reg), ("requests", req)], settings)
@@ -76,23 +86,28 @@ def train(spec: ModelSpec, register: pd.DataFrame, training: pd.DataFrame, *,
         linker.training.estimate_parameters_using_expectation_maximisation(
             block_on(*key), fix_probability_two_random_records_match=True)
     model: dict[str, Any] = linker.misc.save_model_to_json()
+    complete_model(model, u_pairs)
+    model["probability_two_random_records_match"] = settings[
+        "probability_two_random_records_match"]
+    return model
+
+
+def complete_model(model: dict[str, Any], u_pairs: float) -> None:
+    """Give every non-null level an m and a u, so every pair gets a finite score."""
     for comp in model["comparisons"]:
         for level in comp["comparison_levels"]:
             if level.get("is_null_level"):
                 continue
-            # A level EM never saw gets a neutral weight (m = u) rather than none at all:
-            # absent evidence should neither help nor hurt a pair.
             if level.get("u_probability") is None:
                 # Never seen among u_pairs random pairs (e.g. two people sharing an NHS
                 # number): the best estimate the sample allows is "rarer than 1 in u_pairs".
                 level["u_probability"] = 1.0 / u_pairs
             if level.get("m_probability") is None:
-                LOG.warning("comparison %s level %r not observed in training; neutral weight",
+                # A level EM never saw gets a neutral weight (m = u): absent evidence
+                # should neither help nor hurt a pair.
+                LOG.warning("comparison %s level %r not observed in training; neutral",
                             comp["output_column_name"], level.get("label_for_charts"))
                 level["m_probability"] = level["u_probability"]
-    model["probability_two_random_records_match"] = settings[
-        "probability_two_random_records_match"]
-    return model
 
 
 def training_sample(register: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:

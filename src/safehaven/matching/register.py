@@ -241,7 +241,12 @@ def _blank_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_register(path: Path | None = None, columns: list[str] | None = None) -> pd.DataFrame:
-    return pq.read_table(path or register_path(), columns=columns).to_pandas()
+    return register_table(path, columns).to_pandas()
+
+
+def register_table(path: Path | None = None, columns: list[str] | None = None) -> pa.Table:
+    """The register as Arrow: a few bytes per value, where pandas needs a Python object."""
+    return pq.read_table(path or register_path(), columns=columns)
 
 
 def released_fields(row: Mapping[str, Any], permitted: list[str] | tuple[str, ...]
