@@ -24,15 +24,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
 from safehaven.agreements import load_dir
-from safehaven.cli.demo import example_files
 from safehaven.domain.decision import AgreementSet, decide
 from safehaven.domain.request import TracingRequest, parse_request
+
+
+def example_files() -> list[Path]:
+    """The bundled example requests (package data, one per turning point of the seeds)."""
+    return sorted(Path(str(resources.files("safehaven") / "examples")).glob("*.json"))
+
 
 TARGET_PER_SECOND = 20_000
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "decide.json"

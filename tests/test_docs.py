@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from safehaven.cli import app
-from safehaven.cli.demo import example_files
 from safehaven.domain.decision import RuleId
 from safehaven.domain.fields import FIELDS
 from safehaven.domain.firewall import DEFAULT_POLICY
 from safehaven.domain.lifecycle import TERMINAL, TRANSITIONS, State
 from safehaven.domain.purposes import PURPOSES
+
+
+def example_files() -> list[Path]:
+    """The bundled example requests (package data, one per turning point of the seeds)."""
+    return sorted(Path(str(resources.files("safehaven") / "examples")).glob("*.json"))
+
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 EXAMPLES = {p.name: p for p in example_files()}

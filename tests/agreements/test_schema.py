@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,12 @@ from safehaven.agreements.schema import (
     request_schema,
 )
 from safehaven.cli import app
-from safehaven.cli.demo import example_files
+
+
+def example_files() -> list[Path]:
+    """The bundled example requests (package data, one per turning point of the seeds)."""
+    return sorted(Path(str(resources.files("safehaven") / "examples")).glob("*.json"))
+
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 REGENERATE = "regenerate with: python -m safehaven.agreements.schema docs"
