@@ -9,6 +9,7 @@ from safehaven.cli import agency, agreements, firewall, ledger, requests
 from safehaven.cli import matching as matching_cli
 from safehaven.cli import register as register_cli
 from safehaven.cli.aggregate import aggregate_command
+from safehaven.cli.backup import backup_command, restore_command
 from safehaven.cli.demo import demo_command
 from safehaven.cli.report import report_command
 from safehaven.cli.serve import serve_command
@@ -37,6 +38,8 @@ app.command("link")(matching_cli.link_command)
 app.command("trace")(matching_cli.trace_command)
 app.command("report")(report_command)
 app.command("aggregate")(aggregate_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 def main() -> None:
