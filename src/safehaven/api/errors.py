@@ -106,6 +106,8 @@ COMMON_ERRORS: dict[int | str, dict[str, object]] = {
         (403, "Authenticated, but not allowed"),
         (404, "Not found (or not yours)"),
         (422, "Invalid input; each problem names its field"),
+        (429, "Too many requests (rate limit, or too many codes waiting)"),
+        (503, "The store cannot take the write now; nothing was stored, retry"),
     )
 }
 
