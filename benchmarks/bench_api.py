@@ -75,6 +75,13 @@ def start_server(url: str, home: Path, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux ``/proc``): the server's cost per request,
+    which, unlike wall-clock throughput, does not depend on what else the host is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000, help="at most this many requests")
@@ -125,6 +132,8 @@ def main() -> int:
         with httpx.Client(base_url=base, headers=headers) as warm:
             for i in range(args.warmup):
                 warm.post("/v1/requests", json={**POLICE, "request_id": f"warm-{i}"})
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(server.pid)
         stop_at = time.perf_counter() + args.seconds
         started = time.perf_counter()
         threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
@@ -133,6 +142,7 @@ def main() -> int:
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - started
+        server_cpu = cpu_seconds(server.pid) - cpu_before
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -153,6 +163,9 @@ def main() -> int:
         "p50_ms": round(pct(0.50), 2),
         "p99_ms": round(pct(0.99), 2),
         "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0,
+        "server_cpu_ms_per_request": round(1000 * server_cpu / done, 2) if done else None,
+        "requests_per_server_cpu_second": round(done / server_cpu, 1) if server_cpu else None,
+        "host_load_average_1m": round(max(load_before, os.getloadavg()[0]), 2),
         "target": {"requests_per_second": TARGET_RPS, "p99_ms": TARGET_P99_MS},
         "meets_target": bool(done and done / elapsed >= TARGET_RPS
                              and pct(0.99) <= TARGET_P99_MS),
