@@ -261,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    worst_proof = max(p["p99_ms"] for p in results["proofs"])
     results["meets_targets"] = {
         "appends_per_s": results["appends"]["appends_per_s"] >= TARGETS["appends_per_s"],
-        "proof_ms_p99": worst_proof <= TARGETS["proof_ms"],
+        "proof_ms_p50": max(p["p50_ms"] for p in results["proofs"]) <= TARGETS["proof_ms"],
+        "proof_ms_mean": max(p["mean_ms"] for p in results["proofs"]) <= TARGETS["proof_ms"],
+        "proof_ms_p99": max(p["p99_ms"] for p in results["proofs"]) <= TARGETS["proof_ms"],
         "verify_1m_s": results["verify"]["seconds"] <= TARGETS["verify_1m_s"]
         if results["verify"]["entries"] >= 1_000_000 else None,
     }
