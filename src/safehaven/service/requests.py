@@ -176,8 +176,10 @@ def submit(
         state=State.RECEIVED.value,
         updated_at=received_at,
     )
+    row.reviews = []  # a new request has none: saves a query when it is first reviewed
     session.add(row)
     session.flush()
+    _remember(session, row)
     _record(session, row, None, request.requester, received_at, {
         "requester": request.requester, "agreement": request.agreement,
         "purpose": request.purpose, "made_on": request.made_on.isoformat(),
@@ -209,7 +211,8 @@ def submit(
 
 def _store_decision(session: Session, row: RequestRow, decision: Decision, at: datetime) -> None:
     ref = decision.agreement
-    session.add(
+    # Through the relationship, so ``row.decision`` is known without a query afterwards.
+    row.decision = (
         DecisionRow(
             request_id=row.id,
             outcome=decision.outcome.value,
@@ -264,12 +267,28 @@ def _result(row: RequestRow, *, created: bool) -> SubmitResult:
     )
 
 
+_BY_PUBLIC_ID = "safehaven.requests_by_public_id"
+
+
+def _remember(session: Session, row: RequestRow) -> None:
+    session.info.setdefault(_BY_PUBLIC_ID, {})[row.public_id] = row
+
+
 def get_request(session: Session, public_id: str) -> RequestRow:
+    """The request row; rows this session already holds are reused (no query).
+
+    A use case such as tracing calls several others on one row in one transaction; each
+    would otherwise re-select the row it was just handed.
+    """
+    known = session.info.get(_BY_PUBLIC_ID, {}).get(public_id)
+    if known is not None and known in session:
+        return known  # type: ignore[no-any-return]
     row = session.execute(
         select(RequestRow).where(RequestRow.public_id == public_id)
     ).scalar_one_or_none()
     if row is None:
         raise NotFoundError(f"request {public_id!r} not found")
+    _remember(session, row)
     return row
 
 
@@ -295,13 +314,15 @@ def review(
             f"reviewer {reviewer!r} has already reviewed this request; a second approval must "
             "come from a different person"
         )
-    session.add(ReviewRow(request_id=row.id, reviewer=reviewer, verdict=verdict,
-                          reason=reason.strip(), reviewed_at=at))
+    # Appended to the collection (not merely added to the session) so a later review in
+    # the same session sees this one: four-eyes counts must never read a stale list.
+    row.reviews.append(ReviewRow(request_id=row.id, reviewer=reviewer, verdict=verdict,
+                                 reason=reason.strip(), reviewed_at=at))
     detail = {"verdict": verdict, "reason_sha256": content_hash(reason.strip())}
     if verdict == "refuse":
         _record(session, row, Event.REVIEW_REFUSE, reviewer, at, detail)
     else:
-        approvals = 1 + sum(1 for r in row.reviews if r.verdict == "approve")
+        approvals = sum(1 for r in row.reviews if r.verdict == "approve")
         required = row.decision.reviewers_required if row.decision else 1
         event = Event.APPROVE if approvals >= required else Event.REVIEW_APPROVE
         _record(session, row, event, reviewer, at, detail)
