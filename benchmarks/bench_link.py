@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 from safehaven.matching.batch import link, read_requests, requests_frame
 from safehaven.matching.model import load_model, save_model, train, training_sample
 from safehaven.matching.person import EM_BLOCKING, PERSON_SPEC
-from safehaven.matching.register import read_register
+from safehaven.matching.register import register_table
 from safehaven.matching.synth import synth_register, write_register, write_requests
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,15 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         write_requests(reg, args.requests, req_path, truth_path, seed=args.seed + 100)
 
     out_path = args.workdir / "link_out.csv"
+    cpu0 = time.process_time()
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     requests = read_requests(req_path)
     t1 = time.perf_counter()
-    register = read_register(reg_path, columns=cols)
+    register = register_table(reg_path, columns=cols)
     t2 = time.perf_counter()
     result = link(PERSON_SPEC, load_model(model_path), register, requests_frame(requests))
     t3 = time.perf_counter()
     result.to_csv(out_path, index=False)
     t4 = time.perf_counter()
+    cpu = time.process_time() - cpu0
 
     truth = pd.read_csv(truth_path, dtype=str, keep_default_na=False).set_index("request_id")
     result["truth"] = truth.loc[result["request_id"], "record_id"].to_numpy()
@@ -76,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         "requests": len(result),
         "seconds_total": round(t4 - t0, 2),
         "seconds_parse_requests": round(t1 - t0, 2),
-        "seconds_read_register": round(t2 - t1, 2),
+        "seconds_register_table": round(t2 - t1, 2),
         "seconds_splink_link": round(t3 - t2, 2),
         "seconds_write_csv": round(t4 - t3, 2),
+        "process_cpu_seconds": round(cpu, 2),
+        "load_average_1m_before_after": [load0, os.getloadavg()[0]],
+        "cpus": os.cpu_count(),
         "status": result["status"].value_counts().to_dict(),
         "precision": float(correct.sum() / max(matched.sum(), 1)),
         "recall": float(correct.sum() / max(present.sum(), 1)),

@@ -36,7 +36,7 @@ def link_command(
     from safehaven.matching.batch import RequestFileError, link, read_requests, requests_frame
     from safehaven.matching.model import load_model
     from safehaven.matching.person import PERSON_SPEC
-    from safehaven.matching.register import model_path, read_register, register_path
+    from safehaven.matching.register import model_path, register_path, register_table
 
     register = register or register_path()
     model = model or model_path()
@@ -48,7 +48,7 @@ def link_command(
         reqs = read_requests(requests)
     except RequestFileError as exc:
         fail([f"{requests}: {p}" for p in exc.problems[:50]], as_json=as_json)
-    reg = read_register(register, columns=["record_id", *PERSON_SPEC.base])
+    reg = register_table(register, columns=["record_id", *PERSON_SPEC.base])
     result = link(PERSON_SPEC, load_model(model), reg, requests_frame(reqs))
     result.to_csv(out_file, index=False, quoting=csv.QUOTE_MINIMAL)
     counts = result["status"].value_counts().to_dict()

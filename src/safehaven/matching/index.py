@@ -45,13 +45,14 @@ class Encoded:
 
 def _encode_values(values: Sequence[Scalar]) -> tuple[npt.NDArray[np.bytes_], Codes]:
     """Sorted byte categories and, for each input value, its code (-1 for None)."""
-    present = sorted({v for v in values if v is not None})
-    cats = np.array([v.encode("ascii", "replace") for v in present], dtype=np.bytes_)
-    if len(cats) == 0:
-        cats = np.array([], dtype="S1")
-    lookup = {v: i for i, v in enumerate(present)}
-    codes = np.fromiter((lookup.get(v, -1) if v is not None else -1 for v in values),
-                        dtype=np.int32, count=len(values))
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    codes = np.full(len(values), -1, dtype=np.int32)
+    if not present.any():
+        return np.array([], dtype="S1"), codes
+    raw = np.array([v.encode("ascii", "replace") for v in values if v is not None],
+                   dtype=np.bytes_)
+    cats, inverse = np.unique(raw, return_inverse=True)
+    codes[present] = inverse.astype(np.int32)
     return cats, codes
 
 
@@ -229,8 +230,11 @@ def prepare_values(spec: ModelSpec, raw: Mapping[str, object]) -> dict[str, Scal
     return out
 
 
-def prepare_frame(spec: ModelSpec, df: pd.DataFrame, id_column: str) -> pd.DataFrame:
+def prepare_frame(spec: ModelSpec, df: pd.DataFrame | pa.Table, id_column: str
+                  ) -> pd.DataFrame:
     """The prepared table Splink sees: the same normalised and derived strings as the index."""
+    if isinstance(df, pa.Table):
+        return prepare_arrow(spec, df, id_column).to_pandas()
     result: dict[str, Iterable[object]] = {"unique_id": df[id_column].astype(str).to_numpy()}
     encoded: dict[str, Encoded] = {}
     for col in spec.base:
