@@ -9,6 +9,9 @@ if url=$(scripts/ensure-postgres.sh); then
 else
   echo "WARNING: PostgreSQL is unavailable; PostgreSQL tests will be SKIPPED" >&2
 fi
+if ! scripts/ensure-java.sh; then
+  echo "WARNING: no Java runtime; Spark tests will be SKIPPED" >&2
+fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
 set +e
