@@ -209,3 +209,41 @@ def test_demo_will_not_overwrite_a_real_store(tmp_path):
 def test_status_check_decide(tmp_path):
     out = json.loads(invoke("decide", write(tmp_path, STATUS)).stdout)
     assert out["outcome"] == "approved" and out["permitted_fields"] == ["entitlement"]
+
+
+def test_agreements_check_covers_register_profiles_and_cross_checks(tmp_path):
+    d = tmp_path / "agreements"
+    shutil.copytree(bundled_dir(), d, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    profile = d / "registers" / "dfe.yaml"
+    profile.write_text(profile.read_text().replace("  school: {", "  shoe_size: {"))
+    nhs = d / "nhs-police-tracing.yaml"
+    nhs.write_text(
+        nhs.read_text().replace(
+            "collected_for: patient-administration", "collected_for: patient-admin"
+        )
+    )
+    res = invoke("agreements", "check", str(d), "--json")
+    assert res.exit_code == 1
+    problems = {
+        e["file"].rsplit("/", 1)[-1]: e["problems"] for e in json.loads(res.stdout)["invalid"]
+    }
+    assert any("fields.shoe_size" in p for p in problems["dfe.yaml"])
+    assert any(
+        "compatible_uses.0.collected_for" in p and "patient-admin" in p
+        for p in problems["nhs-police-tracing.yaml"]
+    )
+    # decide reports every bad file, not just the first
+    res = invoke("decide", write(tmp_path, POLICE), "--agreements", str(d))
+    assert res.exit_code == 2
+    assert "dfe.yaml" in res.stdout and "nhs-police-tracing.yaml" in res.stdout
+
+
+def test_agreement_errors_are_worded_for_agreements(tmp_path):
+    d = tmp_path / "agreements"
+    d.mkdir()
+    src = (bundled_dir() / "nhs-police-tracing.yaml").read_text()
+    (d / "a.yaml").write_text(src + "colour: blue\n")
+    (d / "b.yaml").write_text(src.replace("date: 2013-04-01", "date: 20130401"))
+    out = invoke("agreements", "check", str(d)).stdout
+    assert "colour: unknown field (not part of the agreement format)" in out
+    assert "status_history.0.date" in out and "request format" not in out

@@ -25,6 +25,7 @@ class AgreementFileError(ValueError):
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
+        self.others: list[AgreementFileError] = []
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
@@ -69,7 +70,9 @@ def parse_agreement(text: str, path: Path) -> Agreement:
     try:
         return Agreement.model_validate(data)
     except ValidationError as exc:
-        raise AgreementFileError(path, describe_validation_error(exc)) from None
+        raise AgreementFileError(
+            path, describe_validation_error(exc, document="the agreement format", root="(file)")
+        ) from None
 
 
 def load_profile(path: Path) -> RegisterProfile:
@@ -81,7 +84,10 @@ def load_profile(path: Path) -> RegisterProfile:
     try:
         return RegisterProfile.model_validate(_yaml_mapping(text, path))
     except ValidationError as exc:
-        raise AgreementFileError(path, describe_validation_error(exc)) from None
+        raise AgreementFileError(
+            path,
+            describe_validation_error(exc, document="the register profile format", root="(file)"),
+        ) from None
 
 
 def check_profiles(directory: Path) -> tuple[list[RegisterProfile], list[AgreementFileError]]:
@@ -137,13 +143,53 @@ def check_dir(
     return loaded, errors
 
 
+def cross_check(
+    loaded: list[tuple[Path, Agreement]], profiles: list[RegisterProfile]
+) -> list[AgreementFileError]:
+    """Agreements against register profiles: a ``compatible_uses`` entry naming a collection
+    purpose the controller never declared is a typo that would silently refuse everything."""
+    by_controller = {p.controller: p for p in profiles}
+    errors = []
+    for path, agreement in loaded:
+        profile = by_controller.get(agreement.parties.controller.id)
+        if profile is None:
+            continue
+        for i, use in enumerate(agreement.compatible_uses):
+            if use.collected_for not in profile.collection_purposes:
+                errors.append(
+                    AgreementFileError(
+                        path,
+                        [
+                            f"compatible_uses.{i}.collected_for: {use.collected_for!r} is not a "
+                            f"collection purpose of the {profile.controller!r} register "
+                            f"(declared: {sorted(profile.collection_purposes)})"
+                        ],
+                    )
+                )
+    return errors
+
+
+def check_all(
+    directory: Path,
+) -> tuple[list[tuple[Path, Agreement]], list[RegisterProfile], list[AgreementFileError]]:
+    """Agreements, register profiles and their cross-checks, with every error collected."""
+    loaded, errors = check_dir(directory)
+    profiles, profile_errors = check_profiles(directory)
+    return loaded, profiles, errors + profile_errors + cross_check(loaded, profiles)
+
+
 def load_dir(directory: Path | None = None) -> AgreementSet:
-    """Load a directory of agreements (the bundled ones by default); any error is fatal."""
+    """Load a directory of agreements (the bundled ones by default); any error is fatal.
+
+    Raises :class:`AgreementFileError` for the first bad file; its ``others`` attribute
+    holds the rest so a caller can report them all.
+    """
     directory = directory or bundled_dir()
     if not directory.is_dir():
         raise AgreementFileError(directory, ["(file): not a directory"])
-    loaded, errors = check_dir(directory)
-    profiles, profile_errors = check_profiles(directory)
-    if errors or profile_errors:
-        raise (errors + profile_errors)[0]
+    loaded, profiles, errors = check_all(directory)
+    if errors:
+        first = errors[0]
+        first.others = errors[1:]
+        raise first
     return AgreementSet.of((a for _, a in loaded), profiles)

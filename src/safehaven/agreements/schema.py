@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from safehaven.domain.agreement import Agreement
-from safehaven.domain.request import TracingRequest
+from safehaven.domain.collection import RegisterProfile
+from safehaven.domain.request import AggregateRequest, TracingRequest
 
 #: File names under ``docs/``, paired with the function that generates each.
 AGREEMENT_SCHEMA_FILE = "agreement.schema.json"
 REQUEST_SCHEMA_FILE = "request.schema.json"
+AGGREGATE_SCHEMA_FILE = "aggregate-request.schema.json"
+PROFILE_SCHEMA_FILE = "register-profile.schema.json"
 
 
 def agreement_schema() -> dict[str, Any]:
@@ -46,6 +49,8 @@ def generated_files() -> dict[str, str]:
     return {
         AGREEMENT_SCHEMA_FILE: render(agreement_schema()),
         REQUEST_SCHEMA_FILE: render(request_schema()),
+        AGGREGATE_SCHEMA_FILE: render(AggregateRequest.model_json_schema(by_alias=True)),
+        PROFILE_SCHEMA_FILE: render(RegisterProfile.model_json_schema(by_alias=True)),
     }
 
 

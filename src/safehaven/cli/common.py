@@ -70,7 +70,7 @@ def load_agreements(directory: Path | None, *, as_json: bool = False) -> Agreeme
     try:
         return load_dir(directory)
     except AgreementFileError as exc:
-        fail([f"{exc.path}: {p}" for p in exc.problems], as_json=as_json)
+        fail([f"{e.path}: {p}" for e in (exc, *exc.others) for p in e.problems], as_json=as_json)
 
 
 def parse_date(value: str | None, *, label: str, as_json: bool = False) -> date | None:

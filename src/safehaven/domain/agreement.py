@@ -9,17 +9,32 @@ every decision names that hash.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from safehaven.domain.canonical import content_hash
 from safehaven.domain.fields import CLINICAL_FIELDS, FIELDS
 from safehaven.domain.purposes import PURPOSES
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,79}$")]
+
+
+def _iso_date(value: object) -> object:
+    """YAML dates, or ``YYYY-MM-DD`` strings; never numbers or datetimes (no guessing)."""
+    if isinstance(value, datetime):
+        raise ValueError("must be a date (YYYY-MM-DD), not a date and time")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and len(value) == 10:
+        return date.fromisoformat(value)
+    raise ValueError("must be a date in the format YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -91,8 +106,14 @@ class LegalBasis(_Model):
     id: Slug
     citation: NonEmpty
     description: str = ""
-    valid_from: date | None = None
-    valid_to: date | None = None
+    valid_from: IsoDate | None = None
+    valid_to: IsoDate | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LegalBasis:
+        if self.valid_from and self.valid_to and self.valid_from > self.valid_to:
+            raise ValueError("valid_from must not be after valid_to")
+        return self
 
     def in_force_on(self, day: date) -> bool:
         if self.valid_from is not None and day < self.valid_from:
@@ -144,6 +165,16 @@ class PurposeTerms(_Model):
     review: ReviewRule = ReviewRule.ONE
     note: str = ""
 
+    @model_validator(mode="after")
+    def _unique_grounds(self) -> PurposeTerms:
+        if len(set(self.required_grounds)) != len(self.required_grounds):
+            raise ValueError("required_grounds: a ground is listed twice")
+        if self.offence_max_age_years is not None and (
+            GroundName.OFFENCE_DATE not in self.required_grounds
+        ):
+            raise ValueError("required_grounds: an offence age limit needs offence_date")
+        return self
+
 
 class CompatibleUse(_Model):
     """The agreement's claim that data collected for one purpose may serve others."""
@@ -175,6 +206,15 @@ class Notification(_Model):
     rule: Literal["notify", "notify_unless_exempt"] = "notify_unless_exempt"
     exemptions: list[Exemption] = []
 
+    @model_validator(mode="after")
+    def _unique(self) -> Notification:
+        ids = [e.id for e in self.exemptions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("exemptions: duplicate id")
+        if self.rule == "notify" and self.exemptions:
+            raise ValueError("exemptions: a 'notify' rule allows no exemption")
+        return self
+
 
 class Retention(_Model):
     request_days: Annotated[int, Field(ge=1)]
@@ -182,7 +222,7 @@ class Retention(_Model):
 
 
 class StatusChange(_Model):
-    date: date
+    date: IsoDate
     status: AgreementStatus
     purposes: list[str] | None = None
     note: NonEmpty
@@ -215,11 +255,6 @@ class Agreement(_Model):
     retention: Retention
     status_history: Annotated[list[StatusChange], Field(min_length=1)]
     sources: Annotated[list[Source], Field(min_length=1)]
-
-    _sha256: str = PrivateAttr(default="")
-    _purposes: dict[str, PurposeTerms] = PrivateAttr(default_factory=dict)
-    _compatible: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
-    _requesters: frozenset[str] = PrivateAttr(default=frozenset())
 
     @model_validator(mode="after")
     def _coherent(self) -> Agreement:
@@ -265,6 +300,10 @@ class Agreement(_Model):
                 errors.append(f"status_history.{i}.date: dates must strictly increase")
             previous = change.date
             if change.purposes is not None:
+                if change.status is AgreementStatus.NARROWED and not change.purposes:
+                    errors.append(
+                        f"status_history.{i}.purposes: narrowed to nothing is 'suspended'"
+                    )
                 if change.status is not AgreementStatus.NARROWED:
                     errors.append(
                         f"status_history.{i}.purposes: only a 'narrowed' status lists purposes"
@@ -285,25 +324,37 @@ class Agreement(_Model):
         return self
 
     def model_post_init(self, context: object, /) -> None:
-        self._sha256 = content_hash(self.model_dump(mode="json", by_alias=True))
-        self._purposes = {p.id: p for p in self.purposes}
+        self.sha256  # noqa: B018 - hash at load time, not at first use
+
+    # cached_property, not PrivateAttr: pydantic serves private attributes through
+    # BaseModel.__getattr__ (~2 µs a read) and the engine reads these on every decision;
+    # a cached_property lives in the instance __dict__ (~0.1 µs) and is not serialised.
+    @cached_property
+    def sha256(self) -> str:
+        # Defaults are left out so that adding an optional key to the format does not
+        # change the hash of files that do not use it (a stored decision's hash must stay
+        # reproducible from the file it was made under), and ``review: one`` written out
+        # hashes the same as leaving the default.
+        return content_hash(self.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+
+    @cached_property
+    def requester_ids(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.parties.requesters)
+
+    @cached_property
+    def _purpose_map(self) -> dict[str, PurposeTerms]:
+        return {p.id: p for p in self.purposes}
+
+    @cached_property
+    def _compatible_map(self) -> dict[str, frozenset[str]]:
         compatible: dict[str, set[str]] = {}
         for use in self.compatible_uses:
             for pid in use.purposes:
                 compatible.setdefault(pid, set()).add(use.collected_for)
-        self._compatible = {k: frozenset(v) for k, v in compatible.items()}
-        self._requesters = frozenset(r.id for r in self.parties.requesters)
-
-    @property
-    def sha256(self) -> str:
-        return self._sha256
-
-    @property
-    def requester_ids(self) -> frozenset[str]:
-        return self._requesters
+        return {k: frozenset(v) for k, v in compatible.items()}
 
     def purpose_terms(self, purpose_id: str) -> PurposeTerms | None:
-        return self._purposes.get(purpose_id)
+        return self._purpose_map.get(purpose_id)
 
     def status_on(self, day: date) -> StatusChange | None:
         """The status in force on ``day``: the last change dated on or before it."""
@@ -321,14 +372,14 @@ class Agreement(_Model):
             return frozenset()
         if status.status is AgreementStatus.NARROWED and status.purposes is not None:
             return frozenset(status.purposes)
-        return frozenset(self._purposes)
+        return frozenset(self._purpose_map)
 
     def compatible_collection_purposes(self, purpose_id: str) -> frozenset[str]:
         """Collection purposes this agreement declares compatible with ``purpose_id``."""
-        return self._compatible.get(purpose_id, frozenset())
+        return self._compatible_map.get(purpose_id, frozenset())
 
     def permitted_fields(self, purpose_id: str) -> frozenset[str]:
-        terms = self._purposes.get(purpose_id)
+        terms = self._purpose_map.get(purpose_id)
         if terms is None:
             return frozenset()
         return frozenset(terms.fields if terms.fields is not None else self.fields.permitted)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from safehaven.domain.agreement import (
     AGGREGATE_DIMENSIONS,
@@ -59,8 +59,10 @@ class RuleId(StrEnum):
     REVIEW = "review.required"
 
 
-@dataclass(frozen=True, slots=True)
-class RuleResult:
+class RuleResult(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: as immutable, and half the cost to build (a
+    frozen dataclass's ``__init__`` goes through ``object.__setattr__``) at ~15 a decision."""
+
     id: str
     passed: bool
     reason: str
@@ -102,6 +104,7 @@ class Decision:
             "firewall": "on" if self.firewall_on else "off",
             "reviewers_required": self.reviewers_required,
             "permitted_fields": list(self.permitted_fields),
+            "cap_month": self.cap_month,
         }
 
 
@@ -135,6 +138,10 @@ class AgreementSet:
 
     def get(self, agreement_id: str) -> Agreement | None:
         return self.agreements.get(agreement_id)
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def _years_between(earlier: date, later: date) -> int:
@@ -336,7 +343,7 @@ def _common_rules(
                     RuleResult(
                         f"{RuleId.FIREWALL}.{r.id}",
                         False,
-                        f"Firewall: {r.description} (register: "
+                        f"Firewall: {r.description.rstrip('.')} (register: "
                         f"{agreement.register_kind.value}; purpose: {purpose.id}, "
                         f"{purpose.category.value}).",
                     )
@@ -346,8 +353,8 @@ def _common_rules(
                 RuleResult(
                     RuleId.FIREWALL,
                     True,
-                    f"No firewall rule covers a {agreement.register_kind.value} register "
-                    f"for a {purpose.category.value} purpose.",
+                    f"No firewall rule covers {_a(agreement.register_kind.value)} register "
+                    f"for {_a(purpose.category.value)} purpose.",
                 )
             )
     return agreement, terms
@@ -531,12 +538,18 @@ def decide(
     asked = request.fields
     forbidden = [f for f in asked if f in CLINICAL_FIELDS or f in agreement.fields.forbidden]
     if forbidden:
+        clinical = [f for f in forbidden if f in CLINICAL_FIELDS]
+        why = []
+        if clinical:
+            why.append(f"clinical data never leaves: {', '.join(clinical)}")
+        others = [f for f in forbidden if f not in CLINICAL_FIELDS]
+        if others:
+            why.append(f"the agreement forbids: {', '.join(others)}")
         add(
             RuleResult(
                 RuleId.FIELDS_FORBIDDEN,
                 False,
-                f"Forbidden field(s) asked for: {', '.join(forbidden)} (clinical data "
-                "never leaves, and the agreement forbids these).",
+                f"Forbidden field(s) asked for ({'; '.join(why)}).",
             )
         )
     else:
@@ -692,6 +705,7 @@ def _finish(
     if any(not r.passed for r in rules):
         outcome = Outcome.REFUSED
         fields_out = ()
+        reviewers = 0  # nothing left to review
     elif reviewers:
         outcome = Outcome.NEEDS_REVIEW
     else:

@@ -25,7 +25,9 @@ from safehaven.domain.nhs_number import is_valid_nhs_number
 from safehaven.domain.purposes import PURPOSES
 
 #: UK postcode shape (outward + inward code), case-insensitive, optional single space.
-POSTCODE_PATTERN = r"^(?i:[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})$"
+# Spelled out in both cases (no inline flags) so JSON Schema validators in other languages
+# (ECMA regex) accept the published schema too.
+POSTCODE_PATTERN = r"^[A-Za-z]{1,2}[0-9][A-Za-z0-9]? ?[0-9][A-Za-z]{2}$"
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Postcode = Annotated[str, Field(pattern=POSTCODE_PATTERN)]
@@ -60,7 +62,9 @@ class Subject(_Strict):
     gender: Literal["male", "female", "other", "unknown"] | None = None
     birthdate: date | None = None
     address_postalcode: Postcode | None = Field(default=None, alias="address-postalcode")
-    nhs_number: Annotated[str, AfterValidator(_check_nhs_number)] | None = None
+    nhs_number: (
+        Annotated[str, Field(pattern=r"^[0-9]{10}$"), AfterValidator(_check_nhs_number)] | None
+    ) = None
     known_address: KnownAddress | None = None
 
 
@@ -144,18 +148,16 @@ class RequestFormatError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(request)"
-
-
-def describe_validation_error(error: ValidationError) -> list[str]:
+def describe_validation_error(
+    error: ValidationError, *, document: str = "request format v1", root: str = "(request)"
+) -> list[str]:
     """One line per problem, each starting with the dotted path of the field."""
     problems = []
     for item in error.errors(include_url=False):
-        where = _location(item["loc"])
+        where = ".".join(str(part) for part in item["loc"]) or root
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            msg = "unknown field (not part of request format v1)"
+            msg = f"unknown field (not part of {document})"
         elif item["type"] == "missing":
             msg = "required field is missing"
         elif msg.startswith("Value error, "):
