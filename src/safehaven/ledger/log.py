@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from safehaven.ledger import merkle
@@ -55,9 +55,38 @@ def seq_suffix(seq: int) -> bytes:
     return b',"seq":%d}' % seq
 
 
-# Built once: composing a statement costs more than running it on an indexed row.
-_READ_STATE = select(STATE.c.size, STATE.c.frontier).where(STATE.c.id == STATE_ID)
-_LOCK_STATE = _READ_STATE.with_for_update()
+
+
+class _SQL:
+    """The log's statements in the driver's own parameter style.
+
+    Every ledger statement goes straight to the DBAPI cursor of the session's connection
+    (so it is inside the session's transaction): an append or a proof is a handful of
+    indexed single-row operations, and composing, compiling and wrapping them through
+    SQLAlchemy cost several times more than running them (a lifecycle step appends up to
+    three entries).
+    """
+
+    def __init__(self, mark: str, *, for_update: bool) -> None:
+        self.mark = mark
+        self.read_state = "SELECT size, frontier FROM ledger_state WHERE id = 1"
+        self.lock_state = self.read_state + (" FOR UPDATE" if for_update else "")
+        self.update_state = "UPDATE ledger_state SET size = ?, frontier = ? WHERE id = 1"
+        self.insert_entries = "INSERT INTO ledger_entries (idx, leaf_hash, event) VALUES (?, ?, ?)"
+        self.insert_nodes = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
+        self.read_entry = "SELECT event, leaf_hash FROM ledger_entries WHERE idx = ?"
+        for name in ("update_state", "insert_entries", "insert_nodes", "read_entry"):
+            setattr(self, name, getattr(self, name).replace("?", mark))
+
+
+_SQLITE = _SQL("?", for_update=False)  # SQLite: the engine's BEGIN IMMEDIATE is the lock
+_OTHER = _SQL("%s", for_update=True)
+
+
+def _cursor(session: Session) -> tuple[Any, _SQL]:
+    conn = session.connection()
+    sql = _SQLITE if conn.dialect.paramstyle == "qmark" else _OTHER
+    return conn.connection.cursor(), sql
 
 
 def _split_frontier(blob: bytes) -> list[bytes]:
@@ -65,10 +94,15 @@ def _split_frontier(blob: bytes) -> list[bytes]:
 
 
 def _state(session: Session, *, lock: bool) -> tuple[int, list[bytes]]:
-    row = session.connection().execute(_LOCK_STATE if lock else _READ_STATE).one_or_none()
+    cursor, sql = _cursor(session)
+    try:
+        cursor.execute(sql.lock_state if lock else sql.read_state)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
     if row is None:
         raise LedgerError("ledger_state row is missing (schema not migrated?)")
-    size, frontier = int(row.size), _split_frontier(bytes(row.frontier))
+    size, frontier = int(row[0]), _split_frontier(bytes(row[1]))
     if len(frontier) != size.bit_count():
         raise LedgerError(f"stored right edge has {len(frontier)} hashes for size {size}")
     return size, frontier
@@ -114,25 +148,15 @@ def append_many(session: Session, events: Iterable[Mapping[str, Any]]) -> range:
         n += 1
     if n == first:
         return range(first, first)
-    _insert_many(session, ENTRIES, ("idx", "leaf_hash", "event"), entry_rows)
-    if node_rows:
-        _insert_many(session, NODES, ("level", "idx", "hash"), node_rows)
-    session.execute(
-        update(STATE).where(STATE.c.id == STATE_ID).values(size=n, frontier=b"".join(frontier))
-    )
+    cursor, sql = _cursor(session)
+    try:
+        cursor.executemany(sql.insert_entries, entry_rows)
+        if node_rows:
+            cursor.executemany(sql.insert_nodes, node_rows)
+        cursor.execute(sql.update_state, (n, b"".join(frontier)))
+    finally:
+        cursor.close()
     return range(first, n)
-
-
-def _insert_many(
-    session: Session, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """Straight to the driver's ``executemany``: at 50,000 appends/s SQLAlchemy's per-row
-    parameter processing would be a third of the cost, and these columns need none."""
-    conn = session.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (our constants)
-           f"VALUES ({', '.join([mark] * len(columns))})")
-    conn.exec_driver_sql(sql, list(rows))
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -140,16 +164,15 @@ def _insert_many(
 
 def entry(session: Session, index: int) -> tuple[bytes, bytes]:
     """The leaf data and stored leaf hash at ``index``."""
-    row = session.execute(
-        select(ENTRIES.c.event, ENTRIES.c.leaf_hash).where(ENTRIES.c.idx == index)
-    ).one_or_none()
+    cursor, sql = _cursor(session)
+    try:
+        cursor.execute(sql.read_entry, (index,))
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
     if row is None:
         raise LedgerError(f"entry {index} does not exist")
-    return str(row.event).encode("utf-8"), bytes(row.leaf_hash)
-
-
-def _mark(session: Session) -> str:
-    return "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
+    return str(row[0]).encode("utf-8"), bytes(row[1])
 
 
 def subtree_hashes(session: Session, nodes: Iterable[merkle.Node]) -> dict[merkle.Node, bytes]:
@@ -163,8 +186,8 @@ def subtree_hashes(session: Session, nodes: Iterable[merkle.Node]) -> dict[merkl
     leaves = sorted(i for level, i in wanted if level == 0)
     upper = sorted((level, i) for level, i in wanted if level > 0)
     found: dict[merkle.Node, bytes] = {}
-    m = _mark(session)
-    cursor = session.connection().connection.cursor()  # same connection and transaction
+    cursor, sql = _cursor(session)
+    m = sql.mark
     try:
         if leaves:
             cursor.execute(f"SELECT idx, leaf_hash FROM ledger_entries "  # noqa: S608
