@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from safehaven import __version__ as version
-from safehaven.api import agencies, errors, oversight, people, reviewers, subjects
+from safehaven.api import agencies, errors, hardening, oversight, people, reviewers, subjects
 from safehaven.api.context import ApiConfig
 from safehaven.domain.request import POSTCODE_PATTERN, TracingRequest
 
@@ -57,6 +57,7 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     )
     app.state.config = cfg
     errors.install(app)
+    hardening.install(app)
     for module in (agencies, people, reviewers, subjects, oversight):
         app.include_router(module.router)
 
