@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,30 +18,47 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safehaven.ledger import log
 from safehaven.ledger.verify import verify_log
 from safehaven.store.db import make_engine, session_factory, transaction, upgrade
+from tests.ledger import crash_appender
 
 TRIALS = 50
-ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_and_kill(url: str, trial: int, after: float) -> str:
+    """Fork an appender, let it run ``after`` seconds past start-up, SIGKILL it; its output.
+
+    A fork gives the child its own connections (it opens its own engine; the parent holds
+    none across the fork) and a kill -9 that no handler, atexit or finally can soften.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        os.close(read_fd)
+        try:
+            with os.fdopen(write_fd, "w") as out:
+                crash_appender.main(url, trial, out)
+        finally:
+            os._exit(1)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        assert pipe.readline().strip() == "ready"
+        time.sleep(after)
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        return pipe.read()
 
 
 def test_kill_9_loses_no_acknowledged_append(
     workspace: Path, signing_key: Ed25519PrivateKey
 ) -> None:
     url = f"sqlite:///{workspace / 'crash.db'}"
-    upgrade(make_engine(url))
+    setup = make_engine(url)
+    upgrade(setup)
+    setup.dispose()  # no connection of the parent's may cross a fork
     rng = random.Random(6962)
     acked: list[tuple[int, int, int, int]] = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for trial in range(TRIALS):
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.ledger.crash_appender", url, str(trial)],
-            stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.25))
-        os.kill(child.pid, signal.SIGKILL)
-        out, _ = child.communicate()
-        assert child.returncode == -signal.SIGKILL
+        out = _run_and_kill(url, trial, rng.uniform(0.0, 0.25))
         for line in out.splitlines():  # a torn last line was never an acknowledgement
             parts = line.split()
             if len(parts) == 5 and parts[0] == "ack":
