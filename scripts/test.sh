@@ -12,6 +12,8 @@ fi
 if ! scripts/ensure-java.sh; then
   echo "WARNING: no Java runtime; Spark tests will be SKIPPED" >&2
 fi
+# Browser tests drive Debian's chromium (never a browser Playwright downloads).
+scripts/ensure-chromium.sh || echo "WARNING: no Chromium; browser tests will be SKIPPED" >&2
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
 set +e
