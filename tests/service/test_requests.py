@@ -317,3 +317,28 @@ def test_request_view_has_everything(factory, agreements):
     assert [r["id"] for r in listed] == [pid]
     with pytest.raises(svc.NotFoundError), transaction(factory) as s:
         svc.get_request(s, "nope")
+
+
+def test_concurrent_same_key_submits_create_one_request(factory, agreements):
+    """Two agencies' retries racing with the same key: one row, both get its answer."""
+    results: list = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker():
+        try:
+            barrier.wait()
+            results.append(submit(factory, agreements, {**POLICE, "request_id": "race-1"}))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len({r.public_id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    with transaction(factory) as s:
+        assert s.scalar(select(func.count()).select_from(RequestRow)) == 1

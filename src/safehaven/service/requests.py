@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from safehaven.domain.agreement import Agreement
@@ -150,18 +151,9 @@ def submit(
     body = request_body(request)
     body_sha = content_hash(body)
     if request.request_id is not None:
-        existing = session.execute(
-            select(RequestRow).where(
-                RequestRow.requester == request.requester,
-                RequestRow.request_key == request.request_id,
-            )
-        ).scalar_one_or_none()
-        if existing is not None:
-            if existing.body_sha256 != body_sha:
-                raise IdempotencyConflictError(
-                    f"request_id: {request.request_id!r} was already used for a different request"
-                )
-            return _result(existing, created=False)
+        earlier = _replay(session, request, body_sha)
+        if earlier is not None:
+            return earlier
 
     row = RequestRow(
         public_id=str(uuid.uuid4()),
@@ -177,8 +169,18 @@ def submit(
         updated_at=received_at,
     )
     row.reviews = []  # a new request has none: saves a query when it is first reviewed
-    session.add(row)
-    session.flush()
+    try:
+        # A savepoint: if a concurrent submit with the same key committed first (possible
+        # on PostgreSQL, where nothing serialises the check above), the unique constraint
+        # fires here and we answer as if we had seen it, instead of failing the request.
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        earlier = _replay(session, request, body_sha) if request.request_id else None
+        if earlier is None:
+            raise
+        return earlier
     _remember(session, row)
     _record(session, row, None, request.requester, received_at, {
         "requester": request.requester, "agreement": request.agreement,
@@ -209,6 +211,23 @@ def submit(
     return _result(row, created=True)
 
 
+def _replay(session: Session, request: TracingRequest, body_sha: str) -> SubmitResult | None:
+    """The stored answer for an idempotency key, or ``None`` if the key is new."""
+    existing = session.execute(
+        select(RequestRow).where(
+            RequestRow.requester == request.requester,
+            RequestRow.request_key == request.request_id,
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        return None
+    if existing.body_sha256 != body_sha:
+        raise IdempotencyConflictError(
+            f"request_id: {request.request_id!r} was already used for a different request"
+        )
+    return _result(existing, created=False)
+
+
 def _store_decision(session: Session, row: RequestRow, decision: Decision, at: datetime) -> None:
     ref = decision.agreement
     # Through the relationship, so ``row.decision`` is known without a query afterwards.
@@ -231,6 +250,7 @@ def _store_decision(session: Session, row: RequestRow, decision: Decision, at: d
         "agreement": ref.to_dict() if ref else None,
         "firewall": "on" if decision.firewall_on else "off",
         "rules": [r.to_dict() for r in decision.rules],
+        "cap_month": decision.cap_month,
     })
     follow = {
         Outcome.REFUSED: Event.REFUSE,

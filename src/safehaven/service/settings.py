@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from safehaven.domain.canonical import sha256_hex
+from safehaven.domain.canonical import content_hash
 from safehaven.ledger import log as ledger_log
 from safehaven.service.clock import as_utc, utcnow
 from safehaven.store.models import PolicyChangeRow, SettingRow
@@ -37,7 +37,8 @@ def set_firewall(session: Session, enabled: bool, *, actor: str, reason: str) ->
         "setting": FIREWALL_KEY,
         "value": value,
         "actor": actor,
-        "reason_sha256": sha256_hex(reason.encode("utf-8")),
+        # The same hash rule as reviews and exemptions: canonical JSON of the stripped text.
+        "reason_sha256": content_hash(reason.strip()),
         "at": as_utc(now).isoformat(),
     })
 
