@@ -287,6 +287,7 @@ def _serve(database_url: str | None, matcher: Any, port: int, accounts: dict[str
     from safehaven.api.app import create_app
     from safehaven.api.context import ApiConfig
     from safehaven.store.db import open_store
+    from safehaven.web import pages
 
     base = f"http://127.0.0.1:{port}"
     out.print(f"\n[bold]Open {base}/[/] — where to click:")
@@ -300,4 +301,5 @@ def _serve(database_url: str | None, matcher: Any, port: int, accounts: dict[str
     engine = open_store(database_url)
     app = create_app(ApiConfig(engine=engine, agreements=load_dir(), matcher=matcher,
                                print_codes=True))
+    pages.install(app)  # no-op once create_app mounts the pages itself
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

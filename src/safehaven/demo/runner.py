@@ -95,7 +95,8 @@ class Replay:
         steps = 0
         years_signed: set[int] = set()
         key = keys.load_or_create_signing_key()
-        session = self.factory()
+        # Use cases flush explicitly; autoflush before every query only adds statements.
+        session = self.factory(autoflush=False)
         try:
             arrivals = iter(items)
             nxt: Item | None = next(arrivals, None)
