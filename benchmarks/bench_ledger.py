@@ -39,10 +39,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, event
 
 from safehaven.ledger import heads, log, merkle
+from safehaven.ledger.keys import load_or_create_signing_key
 from safehaven.ledger.verify import verify_log
 from safehaven.store.db import make_engine, session_factory, transaction, upgrade
 
@@ -184,7 +184,8 @@ def bench_proofs(path: Path, samples: int) -> dict[str, Any]:
 
 def bench_verify(path: Path) -> dict[str, Any]:
     engine = make_engine(f"sqlite:///{path}")
-    key = Ed25519PrivateKey.generate()
+    # Kept beside the log: a reused log already holds a head signed with this key.
+    key = load_or_create_signing_key(path.with_suffix(".key"))
     with transaction(session_factory(engine)) as s:
         heads.sign_head(s, key)
     start, cpu = time.perf_counter(), time.process_time()

@@ -55,8 +55,6 @@ def seq_suffix(seq: int) -> bytes:
     return b',"seq":%d}' % seq
 
 
-
-
 class _SQL:
     """The log's statements in the driver's own parameter style.
 
