@@ -111,10 +111,15 @@ def list_agency_tokens(session: Session) -> list[AgencyTokenRow]:
 def authenticate_agency(session: Session, token: str) -> AgencyPrincipal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = session.execute(
-        select(AgencyTokenRow).where(AgencyTokenRow.token_sha256 == digest(token))
-    ).scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
+    # Columns, not an ORM object: this runs on every agency call, and without autoflush,
+    # because it reads only credentials (never rows of the caller's own transaction).
+    with session.no_autoflush:
+        row = session.execute(
+            select(AgencyTokenRow.agency, AgencyTokenRow.agreements, AgencyTokenRow.id)
+            .where(AgencyTokenRow.token_sha256 == digest(token),
+                   AgencyTokenRow.revoked_at.is_(None))
+        ).first()
+    if row is None:
         return None
     return AgencyPrincipal(row.agency, frozenset(row.agreements), row.id)
 
