@@ -13,6 +13,7 @@ same kind of server-side session; forms carry the session's CSRF token in a hidd
 from __future__ import annotations
 
 from datetime import date, timedelta
+from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -84,6 +85,14 @@ def _set_cookie(response: Response, cfg: ApiConfig, web: accounts.WebSession) ->
 
 
 # --- public pages ----------------------------------------------------------------------------
+
+
+@router.get("/static/safehaven.css")
+def stylesheet() -> Response:
+    """One stylesheet file: the pages' CSP allows styles from 'self' only, never inline."""
+    css = resources.files("safehaven.web").joinpath("static/safehaven.css").read_text("utf-8")
+    return Response(css, media_type="text/css",
+                    headers={"Cache-Control": "public, max-age=3600"})
 
 
 @router.get("/", response_class=HTMLResponse)
