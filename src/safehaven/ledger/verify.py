@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -138,13 +139,12 @@ def _check_nodes(conn: Connection, tree: _Tree, report: Report) -> None:
     """Compare the stored subtree hashes with the rebuild, a whole level at a time."""
     for level in range(1, len(tree.levels)):
         want = tree.levels[level]
-        rows = [r for batch in _stream(
-            conn,
-            f"SELECT idx, hash FROM ledger_nodes WHERE level = {level} ORDER BY idx",  # noqa: S608
-            f"SELECT idx, hash FROM ledger_nodes WHERE level = {level} ORDER BY idx",  # noqa: S608
-        ) for r in batch]
-        if len(rows) * H == len(want) and b"".join(bytes(h) for _, h in rows) == want \
-                and all(idx == k for k, (idx, _) in enumerate(rows)):
+        sql = f"SELECT idx, hash FROM ledger_nodes WHERE level = {level} ORDER BY idx"  # noqa: S608
+        rows = [r for batch in _stream(conn, sql, sql) for r in batch]
+        # (level, idx) is the key, so sorted, unique, from 0 to len - 1 means exactly 0..len-1.
+        contiguous = not rows or (rows[0][0] == 0 and rows[-1][0] == len(rows) - 1)
+        if contiguous and len(rows) * H == len(want) \
+                and b"".join(map(bytes, map(itemgetter(1), rows))) == want:
             continue
         for k, (idx, stored) in enumerate(rows):  # name the first wrong node of this level
             if idx != k or tree.node(level, idx) != bytes(stored):
