@@ -203,6 +203,41 @@ class AgencyRateLimit:
         await self.app(scope, receive, send)
 
 
+class ContainErrors:
+    """ASGI middleware: an unexpected exception becomes the usual 500 here, and stops here.
+
+    Why: Starlette's outermost ``ServerErrorMiddleware`` answers 500 through our handler
+    and then *re-raises*, so that uvicorn logs "Exception in ASGI application" with the full
+    traceback, and an exception's message can quote personal data (SQLAlchemy's
+    ``IntegrityError`` prints the bound parameters: names, dates of birth).  Stopping the
+    exception inside the app means only method, path and exception type are logged.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error("unhandled %s on %s %s", type(exc).__name__, scope.get("method"),
+                      scope.get("path"))
+            if not started:
+                response = JSONResponse({"error": "internal error", "problems": []}, 500)
+                await response(scope, receive, send)
+
+
 def install(app: FastAPI, *, https: Callable[[], bool] | None = None,
             rate: float | None = None, burst: float | None = None) -> None:
     """Add the middleware and the 503 handler to ``app`` (called by ``create_app``)."""
@@ -226,6 +261,7 @@ def install(app: FastAPI, *, https: Callable[[], bool] | None = None,
         return JSONResponse({"error": "invalid input",
                              "problems": [f"(body): not valid CSV: {exc}"]}, 422)
 
+    app.add_middleware(ContainErrors)  # innermost: its 500 still gets the headers below
     agency = RateLimiter(rate or _float_env(RATE_ENV, DEFAULT_RATE),
                          burst or _float_env(BURST_ENV, DEFAULT_BURST))
     app.add_middleware(AgencyRateLimit, agency=agency)
