@@ -196,7 +196,7 @@ class AgencyRateLimit:
         if wait > 0:
             response = JSONResponse(
                 {"error": "too many requests",
-                 "problems": [f"(rate): slow down; retry after {wait:.1f} s"]},
+                 "problems": [f"(rate): slow down; retry after {max(wait, 0.01):.2f} s"]},
                 429, headers={"Retry-After": str(max(1, round(wait + 0.5)))})
             await response(scope, receive, send)
             return
