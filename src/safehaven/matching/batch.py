@@ -24,7 +24,7 @@ from safehaven.matching.model import new_linker, splink_frame, subjects_to_frame
 from safehaven.matching.scorer import Policy, prob_to_weight
 from safehaven.matching.spec import ModelSpec
 
-_BEST_TWO = """
+BEST_TWO_SQL = """
     with p as (
       select case when source_dataset_l = 'requests' then unique_id_l else unique_id_r end
                as request_id,
@@ -79,9 +79,20 @@ def requests_frame(requests: Iterable[TracingRequest]) -> pd.DataFrame:
 
 def link(spec: ModelSpec, model: dict[str, Any], register: pd.DataFrame,
          requests: pd.DataFrame, *, policy: Policy | None = None,
-         register_id: str = "record_id") -> pd.DataFrame:
-    """``request_id,status,score,record_id`` for every request (in input order)."""
+         register_id: str = "record_id", engine: str = "duckdb",
+         spark: Any = None) -> pd.DataFrame:
+    """``request_id,status,score,record_id`` for every request (in input order).
+
+    ``engine="spark"`` runs the same link on Spark (``spark_engine``) in the given session.
+    """
     policy = policy or Policy()
+    if engine == "spark":
+        from safehaven.matching import spark_engine
+
+        return spark_engine.link(spec, model, register, requests, spark=spark,
+                                 policy=policy, register_id=register_id)
+    if engine != "duckdb":
+        raise ValueError(f"unknown engine {engine!r} (duckdb or spark)")
     reg = splink_frame(spec, register, register_id)
     req = splink_frame(spec, requests, "unique_id")
     settings = copy.deepcopy(model)
@@ -94,9 +105,18 @@ def link(spec: ModelSpec, model: dict[str, Any], register: pd.DataFrame,
     table = pairs.physical_name
     con = linker._db_api.duckdb_con
     # The table name is Splink's own generated identifier, never user input.
-    sql = _BEST_TWO.format(table=table)
+    sql = BEST_TWO_SQL.format(table=table)
     best = con.execute(sql).df()
-    out = req[["unique_id"]].rename(columns={"unique_id": "request_id"}).merge(
+    return outcomes(req, best, policy)
+
+
+def outcomes(req: Any, best: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+    """The unique-match rule over the best two candidates per request, whatever the engine.
+
+    ``req`` is the prepared request table (pandas or Arrow) and gives the output order.
+    """
+    ids = req.column("unique_id").to_pandas() if hasattr(req, "column") else req["unique_id"]
+    out = pd.DataFrame({"request_id": ids.astype(str).to_numpy()}).merge(
         best, on="request_id", how="left")
     status = []
     for score, w1, w2 in zip(out["score"], out["w1"], out["w2"], strict=True):
