@@ -11,6 +11,7 @@ names terms that never existed in the bundled files and cannot be mistaken for t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ def original(agreements: AgreementSet) -> AgreementSet:
     history = [c.model_dump(mode="json", exclude_none=True) for c in mou.status_history
                if c.date < date(2018, 5, 9)]
     variant = _rebuild(mou, version="3.0.1", status_history=history)
-    return AgreementSet({**agreements.agreements, MOU: variant})
+    return replace(agreements, agreements={**agreements.agreements, MOU: variant})
 
 
 def narrowed(agreements: AgreementSet) -> AgreementSet:
@@ -60,7 +61,7 @@ def narrowed(agreements: AgreementSet) -> AgreementSet:
         {"date": "2017-01-01", "status": "withdrawn",
          "note": "Superseded by the MoU (agreement nhs-digital-home-office-2017)."},
     ]
-    return AgreementSet({
+    return replace(agreements, agreements={
         **agreements.agreements,
         MOU: _rebuild(mou, version="3.1", status_history=mou_history),
         PRACTICE: _rebuild(
@@ -68,6 +69,9 @@ def narrowed(agreements: AgreementSet) -> AgreementSet:
             legal_bases=[b.model_dump(mode="json", exclude_none=True)
                          for b in practice.legal_bases] + extra_bases,
             purposes=practice_purposes + narrowed_terms,
+            # The MoU's own claim of compatible use, carried over with its purposes.
+            compatible_uses=[u.model_dump(mode="json", exclude_none=True)
+                             for u in mou.compatible_uses],
             status_history=practice_history,
         ),
     })
