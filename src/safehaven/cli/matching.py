@@ -20,6 +20,7 @@ from safehaven.cli.common import (
     print_json,
     read_input,
 )
+from safehaven.cli.engine import EngineOpt, SparkMasterOpt, batch_engine
 from safehaven.domain.decision import Outcome, decide
 from safehaven.domain.request import RequestFormatError, parse_request
 from safehaven.service.clock import utcnow
@@ -30,9 +31,11 @@ def link_command(
     requests: Path = typer.Option(..., "--requests", help="Requests, JSON lines (format v1)."),
     out_file: Path = typer.Option(..., "--out", help="CSV: request_id,status,score,record_id."),
     model: Path = typer.Option(None, "--model", help="Model JSON (default: workspace model)."),
+    engine: str = EngineOpt,
+    spark_master: str = SparkMasterOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Link a whole request file against a register with Splink (DuckDB)."""
+    """Link a whole request file against a register with Splink (DuckDB or Spark)."""
     from safehaven.matching.batch import RequestFileError, link, read_requests, requests_frame
     from safehaven.matching.model import load_model
     from safehaven.matching.person import PERSON_SPEC
@@ -49,7 +52,9 @@ def link_command(
     except RequestFileError as exc:
         fail([f"{requests}: {p}" for p in exc.problems[:50]], as_json=as_json)
     reg = register_table(register, columns=["record_id", *PERSON_SPEC.base])
-    result = link(PERSON_SPEC, load_model(model), reg, requests_frame(reqs))
+    with batch_engine(engine, spark_master, as_json=as_json) as spark:
+        result = link(PERSON_SPEC, load_model(model), reg, requests_frame(reqs),
+                      engine=engine, spark=spark)
     result.to_csv(out_file, index=False, quoting=csv.QUOTE_MINIMAL)
     counts = result["status"].value_counts().to_dict()
     seconds = time.perf_counter() - start

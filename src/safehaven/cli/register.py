@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from safehaven.cli.common import JsonOpt, fail, out, print_json
+from safehaven.cli.engine import EngineOpt, SparkMasterOpt, batch_engine
 
 app = typer.Typer(help="The register of people: import, synthesise, train the matching model.",
                   no_args_is_help=True)
@@ -93,6 +94,8 @@ def train_command(
     sample: int = typer.Option(20_000, "--sample", min=100,
                                help="Request-like records used for EM."),
     seed: int = typer.Option(42, "--seed"),
+    engine: str = EngineOpt,
+    spark_master: str = SparkMasterOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train the Splink model on the workspace register; writes register/model.json."""
@@ -106,8 +109,16 @@ def train_command(
     start = time.perf_counter()
     cols = ["record_id", *PERSON_SPEC.base]
     register = read_register(columns=cols)
-    model = train(PERSON_SPEC, register, training_sample(register, sample, seed),
-                  em_blocking=EM_BLOCKING, seed=seed)
+    with batch_engine(engine, spark_master, as_json=as_json) as spark:
+        if spark is None:
+            model = train(PERSON_SPEC, register, training_sample(register, sample, seed),
+                          em_blocking=EM_BLOCKING, seed=seed)
+        else:
+            from safehaven.matching.spark_engine import train as train_on_spark
+
+            model = train_on_spark(PERSON_SPEC, register,
+                                   training_sample(register, sample, seed), spark=spark,
+                                   em_blocking=EM_BLOCKING, seed=seed)
     save_model(model, model_path())
     seconds = time.perf_counter() - start
     if as_json:
