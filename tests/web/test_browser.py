@@ -159,7 +159,7 @@ def test_four_eyes_approval_then_the_subject_sees_the_disclosure(site, browser):
     page.get_by_role("button", name="Record verdict").click()
     page.wait_for_url(re.compile(r"done="))
     assert page.locator("#state").inner_text() == "in review"
-    assert "1 more approval(s) needed" in page.locator("dl.summary").first.inner_text()
+    assert "approvals still needed: 1" in page.locator("dl.summary").first.inner_text()
     # The same reviewer cannot give the second approval.
     page.get_by_label("Reason").fill("Approving twice")
     page.get_by_role("button", name="Record verdict").click()
