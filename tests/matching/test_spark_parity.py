@@ -2,8 +2,9 @@
 
 One local Spark session (``local[2]``) serves every test in this module: starting a JVM
 costs tens of seconds on a busy machine.  Data are kept small for CI (a FEBRL4 subset and
-a synthetic person register); ``benchmarks/bench_scale.py`` repeats the comparison on all
-of FEBRL4 and on a 100 k synthetic set.
+a synthetic person register); ``benchmarks/bench_scale.py --parity`` repeats the comparison
+on all of FEBRL4 and on a 100 k synthetic set, and trains on Spark (EM runs one Spark job
+per iteration: minutes on two busy cores, too long for CI).
 
 The Spark tests are skipped, loudly, only when no Java runtime exists (``scripts/test.sh``
 installs Debian's ``openjdk-17-jre-headless`` through ``scripts/ensure-java.sh``).
@@ -184,32 +185,3 @@ def test_person_register_through_batch_link_engine_spark(spark: Any, register: p
     on_spark = batch.link(PERSON_SPEC, model, small, requests, engine="spark", spark=spark)
     _assert_same(duck, on_spark)
     assert set(duck["status"]) >= {"matched", "no_match"}
-
-
-def test_training_on_spark_gives_a_usable_engine_neutral_model(spark: Any,
-                                                               febrl: Any) -> None:
-    """Small and few EM iterations: Spark runs one job per iteration (see the benchmark)."""
-    a, b, duck_model = febrl
-    model = spark_engine.train(FEBRL, a, b, spark=spark, em_blocking=FEBRL_EM[:1],
-                               prior=1 / len(a), u_pairs=3e5, seed=3, register_id="rid",
-                               max_iterations=6)
-    # Same shape as a DuckDB-trained file: DuckDB SQL, every level trained.
-    assert [c["output_column_name"] for c in model["comparisons"]] == [
-        c.name for c in FEBRL.comparisons]
-    for comp, spec_comp in zip(model["comparisons"], FEBRL.comparisons, strict=True):
-        assert [lv["sql_condition"] for lv in comp["comparison_levels"]] == [
-            lv.sql() for lv in spec_comp.levels]
-    weights = Weights.from_settings(FEBRL, model)
-    reference = Weights.from_settings(FEBRL, duck_model)
-    assert weights.prior == reference.prior
-    # u comes from a random sample (Spark's sampler is not DuckDB's) and EM ran briefly:
-    # "exact agreement" must still be strong evidence for and "different" against.
-    for ours, theirs in zip(weights.levels, reference.levels, strict=True):
-        assert ours[1] > 0 and theirs[1] > 0
-        assert ours[-1] < 0 and theirs[-1] < 0
-    # And a Spark-trained model links on DuckDB with the same outcome for nearly everyone.
-    with_spark_model = batch.link(FEBRL, model, a, b, policy=FEBRL_POLICY, register_id="rid")
-    with_duck_model = batch.link(FEBRL, duck_model, a, b, policy=FEBRL_POLICY,
-                                 register_id="rid")
-    agree = (with_spark_model["status"] == with_duck_model["status"]).mean()
-    assert agree > 0.98, agree
