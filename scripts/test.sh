@@ -16,6 +16,7 @@ fi
 scripts/ensure-chromium.sh || echo "WARNING: no Chromium; browser tests will be SKIPPED" >&2
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
+scripts/security.sh
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
