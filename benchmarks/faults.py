@@ -35,9 +35,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--min-seconds", type=float, default=1.0,
-                        help="earliest kill, seconds after traffic starts")
-    parser.add_argument("--max-seconds", type=float, default=4.0, help="latest kill")
+    parser.add_argument("--min-seconds", type=float, default=0.0,
+                        help="earliest kill, seconds after the first acknowledgement")
+    parser.add_argument("--max-seconds", type=float, default=2.5, help="latest kill")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -60,6 +60,7 @@ def main() -> int:
         "trials": len(results),
         "failed_trials": len(failed),
         "acked_requests": sum(r.acked_submits for r in results),
+        "trials_with_no_ack": sum(1 for r in results if r.acked_submits == 0),
         "acked_verdicts": sum(r.acked_verdicts for r in results),
         "replayed_after_restart": sum(r.replayed for r in results),
         "wall_seconds": round(time.monotonic() - started, 1),

@@ -255,7 +255,7 @@ def _guard(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
 def drive(server: Server, ws: Workspace, prefix: str, *, seconds: float,
           rng: random.Random, submitters: int = 3, bulk_rows: int = 50,
           kill: bool = True) -> Acks:
-    """Mixed traffic for up to ``seconds``, then SIGKILL (if ``kill``) while it is running."""
+    """Mixed traffic; ``seconds`` after the first acknowledgement, SIGKILL (if ``kill``)."""
     acks = Acks()
     stop = threading.Event()
     workers = [_guard(_submitter, server.base, ws.token, prefix, acks, stop)
@@ -267,6 +267,11 @@ def drive(server: Server, ws: Workspace, prefix: str, *, seconds: float,
     threads = [threading.Thread(target=w, daemon=True) for w in workers]
     for t in threads:
         t.start()
+    # The kill window opens at the first acknowledgement: on a loaded machine the first
+    # requests can take seconds, and a kill before any promise was made proves nothing.
+    deadline = time.monotonic() + 60
+    while not acks.submits and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(seconds)
     if kill:
         server.kill()
