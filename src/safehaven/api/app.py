@@ -17,6 +17,7 @@ from safehaven import __version__ as version
 from safehaven.api import agencies, errors, hardening, oversight, people, reviewers, subjects
 from safehaven.api.context import ApiConfig
 from safehaven.domain.request import POSTCODE_PATTERN, TracingRequest
+from safehaven.web import pages
 
 #: JSON Schema regexes are ECMA-262, which has no inline ``(?i:...)`` group.
 ECMA_POSTCODE = r"^[A-Za-z]{1,2}[0-9][A-Za-z0-9]? ?[0-9][A-Za-z]{2}$"
@@ -60,6 +61,9 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     hardening.install(app)
     for module in (agencies, people, reviewers, subjects, oversight):
         app.include_router(module.router)
+    # Server-rendered pages (public report, agreements, ledger, reviewer desk, portal): a
+    # skin over the same handlers, kept out of the OpenAPI document.
+    pages.install(app)
 
     @app.get("/v1/health", response_model=Health, tags=["public"])
     def health() -> dict[str, str]:
