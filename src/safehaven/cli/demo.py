@@ -204,7 +204,7 @@ def demo_command(
     if what_if is not None and what_if not in WHAT_IFS:
         fail(f"--what-if: must be one of {', '.join(WHAT_IFS)}, not {what_if!r}",
              as_json=as_json)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         params = _scaled(load_parameters(parameters), scale)
     except (OSError, ValueError) as exc:
@@ -258,7 +258,10 @@ def demo_command(
     engine.dispose()
     seconds = time.perf_counter() - started
     summary["replay"] = {**asdict(result), "seconds": round(result.seconds, 1),
-                         "total_seconds": round(seconds, 1), "people": len(regs.health)}
+                         "cpu_seconds": round(result.cpu_seconds, 1),
+                         "total_seconds": round(seconds, 1),
+                         "total_cpu_seconds": round(time.process_time() - cpu_started, 1),
+                         "people": len(regs.health)}
     if other is not None:
         summary["what_if"] = {"name": what_if, "totals": other}
     if as_json:
@@ -269,8 +272,9 @@ def demo_command(
         if other is not None:
             out.print(_difference(summary["totals"], other, str(what_if)))
         out.print(f"{result.requests:,} requests replayed ({result.reviews:,} reviews, "
-                  f"{result.left_in_review} still in review) in {result.seconds:.0f}s; "
-                  f"total {seconds:.0f}s. Register: {len(regs.health):,} synthetic people.")
+                  f"{result.left_in_review} still in review) in {result.seconds:.0f}s "
+                  f"({result.cpu_seconds:.0f}s CPU); total {seconds:.0f}s. Register: "
+                  f"{len(regs.health):,} synthetic people.")
     if not serve:
         if not as_json:
             out.print("Explore: [bold]safehaven report --format html --agreement "

@@ -50,6 +50,7 @@ class ReplayResult:
     completed: int = 0
     left_in_review: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     by_stream: dict[str, int] = field(default_factory=dict)
 
 
@@ -88,7 +89,7 @@ class Replay:
 
     def run(self, items: list[Item],
             progress: Callable[[int], None] | None = None) -> ReplayResult:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = ReplayResult()
         pending: list[_Review] = []
         order = itertools.count()
@@ -126,6 +127,7 @@ class Replay:
         finally:
             session.close()
         result.seconds = time.perf_counter() - start
+        result.cpu_seconds = time.process_time() - cpu
         return result
 
     def _sign_year_end(self, session: Session, key: object, year: int, done: set[int]) -> None:
