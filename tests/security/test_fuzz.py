@@ -71,6 +71,8 @@ def test_agreement_loader_refuses_by_name(op: str, at: float, insert: str) -> No
     "\x00\x01\x02",
     "id: x\nid: y",
     "[1, 2",
+    "? ?\n",  # atheris crash-1e3bd4d7: a mapping as a key was an unhandled TypeError
+    "? [a]\n: b\n",
 ])
 def test_agreement_loader_never_constructs_objects(doc: str) -> None:
     with pytest.raises(AgreementFileError):
