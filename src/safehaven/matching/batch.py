@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from safehaven.domain.request import RequestFormatError, TracingRequest, parse_request
-from safehaven.matching.model import new_linker, splink_frame, subjects_to_frame
+from safehaven.matching.model import new_linker, splink_frame, splink_table, subjects_to_frame
 from safehaven.matching.scorer import Policy, prob_to_weight
 from safehaven.matching.spec import ModelSpec
 
@@ -77,7 +78,7 @@ def requests_frame(requests: Iterable[TracingRequest]) -> pd.DataFrame:
     return subjects_to_frame(subjects, [str(r.request_id) for r in reqs])
 
 
-def link(spec: ModelSpec, model: dict[str, Any], register: pd.DataFrame,
+def link(spec: ModelSpec, model: dict[str, Any], register: pd.DataFrame | pa.Table,
          requests: pd.DataFrame, *, policy: Policy | None = None,
          register_id: str = "record_id", engine: str = "duckdb",
          spark: Any = None) -> pd.DataFrame:
@@ -93,7 +94,7 @@ def link(spec: ModelSpec, model: dict[str, Any], register: pd.DataFrame,
                                  policy=policy, register_id=register_id)
     if engine != "duckdb":
         raise ValueError(f"unknown engine {engine!r} (duckdb or spark)")
-    reg = splink_frame(spec, register, register_id)
+    reg = splink_table(spec, register, register_id)  # Arrow: compact at 10 M rows
     req = splink_frame(spec, requests, "unique_id")
     settings = copy.deepcopy(model)
     settings["link_type"] = "link_only"
