@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -81,7 +81,8 @@ def _record(
     at: datetime,
     detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Apply one lifecycle event (``None`` = creation) and write its transition row.
+    """Apply one lifecycle event (``None`` = creation) and queue its transition row and
+    ledger entry; :func:`_write_steps` writes the queue, before the use case returns.
 
     Returns the ledger entry for the step: ids, hashes and non-personal detail only, so a
     tree head can be published without publishing anyone's data.
@@ -90,29 +91,54 @@ def _record(
     after = State.RECEIVED if event is None else transition(State(row.state), event)
     row.state = after.value
     row.updated_at = at
-    session.add(
-        TransitionRow(
-            request_id=row.id,
-            from_state=before.value if before else None,
-            to_state=after.value,
-            event=event.value if event else "receive",
-            actor=actor,
-            at=at,
-        )
-    )
+    name = event.value if event else "receive"
     entry: dict[str, Any] = {
         "type": "request.transition",
         "request": row.public_id,
         "from": before.value if before else None,
         "to": after.value,
-        "event": event.value if event else "receive",
+        "event": name,
         "actor": actor,
         "at": as_utc(at).isoformat(),
     }
     if detail:
         entry["detail"] = detail
-    ledger_log.append(session, entry)  # same transaction: no step without its entry
+    transitions: list[tuple[RequestRow, dict[str, Any]]]
+    entries: list[dict[str, Any]]
+    transitions, entries = session.info.setdefault(_STEPS, ([], []))
+    transitions.append((row, {"from_state": entry["from"], "to_state": after.value,
+                              "event": name, "actor": actor, "at": at}))
+    entries.append(entry)
     return entry
+
+
+_STEPS = "safehaven.pending_steps"
+
+
+def _write_steps(session: Session) -> None:
+    """Write queued transitions and their ledger entries in one batch each.
+
+    Same transaction as the state change (no step without its entry, no entry without its
+    step); batching turns a submit's three steps into one insert and one ledger append.
+    """
+    pending = session.info.pop(_STEPS, None)
+    if not pending or not pending[0]:
+        return
+    transitions, entries = pending
+    session.execute(
+        insert(TransitionRow), [{"request_id": row.id, **values} for row, values in transitions]
+    )
+    ledger_log.append_many(session, entries)
+
+
+@event.listens_for(Session, "before_commit")
+def _no_unwritten_steps(session: Session) -> None:
+    """A use case that forgot :func:`_write_steps` must not commit a state change whose
+    transition and ledger entry were never written."""
+    if session.in_nested_transaction():  # releasing a savepoint is not the commit
+        return
+    if session.info.get(_STEPS, ([], []))[0]:
+        raise RuntimeError("lifecycle steps queued but not written (call _write_steps)")
 
 
 def _lock_counter(session: Session, agreement_id: str, month: str) -> CapCounterRow:
@@ -155,39 +181,6 @@ def submit(
         if earlier is not None:
             return earlier
 
-    row = RequestRow(
-        public_id=str(uuid.uuid4()),
-        requester=request.requester,
-        request_key=request.request_id,
-        agreement_id=request.agreement,
-        purpose=request.purpose,
-        made_on=request.made_on,
-        received_at=received_at,
-        body=body,
-        body_sha256=body_sha,
-        state=State.RECEIVED.value,
-        updated_at=received_at,
-    )
-    row.reviews = []  # a new request has none: saves a query when it is first reviewed
-    try:
-        # A savepoint: if a concurrent submit with the same key committed first (possible
-        # on PostgreSQL, where nothing serialises the check above), the unique constraint
-        # fires here and we answer as if we had seen it, instead of failing the request.
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        earlier = _replay(session, request, body_sha) if request.request_id else None
-        if earlier is None:
-            raise
-        return earlier
-    _remember(session, row)
-    _record(session, row, None, request.requester, received_at, {
-        "requester": request.requester, "agreement": request.agreement,
-        "purpose": request.purpose, "made_on": request.made_on.isoformat(),
-        "body_sha256": body_sha,
-    })
-
     if firewall_on is None:
         firewall_on = firewall_enabled(session)
     agreement = agreements.get(request.agreement)
@@ -204,9 +197,52 @@ def submit(
         firewall=firewall,
         cap_usage=usage,
     )
+
+    # The row is built with its whole first run of steps (received, decided, then refused,
+    # in review or approved) before anything is written: one INSERT with the final state,
+    # not an INSERT and an UPDATE.
+    row = RequestRow(
+        public_id=str(uuid.uuid4()),
+        requester=request.requester,
+        request_key=request.request_id,
+        agreement_id=request.agreement,
+        purpose=request.purpose,
+        made_on=request.made_on,
+        received_at=received_at,
+        body=body,
+        body_sha256=body_sha,
+        state=State.RECEIVED.value,
+        updated_at=received_at,
+    )
+    row.reviews = []  # a new request has none: saves a query when it is first reviewed
+    _record(session, row, None, request.requester, received_at, {
+        "requester": request.requester, "agreement": request.agreement,
+        "purpose": request.purpose, "made_on": request.made_on.isoformat(),
+        "body_sha256": body_sha,
+    })
     _store_decision(session, row, decision, received_at)
+    if session.get_bind().dialect.name == "sqlite":
+        # BEGIN IMMEDIATE already serialises writers, so the check above cannot race.
+        session.add(row)
+        session.flush()
+    else:
+        try:
+            # A savepoint: if a concurrent submit with the same key committed first (nothing
+            # serialises the check above on PostgreSQL), the unique constraint fires here
+            # and we answer as if we had seen it, instead of failing the request.
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            session.info.pop(_STEPS, None)  # the steps of the row that was not written
+            earlier = _replay(session, request, body_sha) if request.request_id else None
+            if earlier is None:
+                raise
+            return earlier
+    _remember(session, row)
     if counter is not None and decision.outcome is not Outcome.REFUSED:
         counter.used += 1
+    _write_steps(session)
     session.flush()
     return _result(row, created=True)
 
@@ -233,7 +269,6 @@ def _store_decision(session: Session, row: RequestRow, decision: Decision, at: d
     # Through the relationship, so ``row.decision`` is known without a query afterwards.
     row.decision = (
         DecisionRow(
-            request_id=row.id,
             outcome=decision.outcome.value,
             rules=[r.to_dict() for r in decision.rules],
             agreement_id=ref.id if ref else None,
@@ -346,6 +381,7 @@ def review(
         required = row.decision.reviewers_required if row.decision else 1
         event = Event.APPROVE if approvals >= required else Event.REVIEW_APPROVE
         _record(session, row, event, reviewer, at, detail)
+    _write_steps(session)
     session.flush()
     return row.state
 
@@ -373,6 +409,7 @@ def record_match(
     })
     session.add(MatchRow(request_id=row.id, status=status, score=score,
                          record_id=record_id if status == "matched" else None, matched_at=at))
+    _write_steps(session)
     session.flush()
     return row.state
 
@@ -418,6 +455,7 @@ def disclose(
     })
     session.add(DisclosureRow(request_id=row.id, fields=released, new_information=new,
                               disclosed_at=at))
+    _write_steps(session)
     session.flush()
     return new
 
@@ -427,6 +465,7 @@ def notify(session: Session, public_id: str, *, actor: str, at: datetime) -> str
     _record(session, row, Event.NOTIFY, actor, at)
     session.add(NotificationRow(request_id=row.id, kind="notified", recorded_by=actor,
                                 recorded_at=at))
+    _write_steps(session)
     session.flush()
     return row.state
 
@@ -467,6 +506,7 @@ def exempt(
     session.add(NotificationRow(request_id=row.id, kind="exempted", exemption_id=exemption_id,
                                 reason=reason.strip(), review_on=review_on, recorded_by=actor,
                                 recorded_at=at))
+    _write_steps(session)
     session.flush()
     return row.state
 

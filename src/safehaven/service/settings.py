@@ -12,16 +12,27 @@ from safehaven.store.models import PolicyChangeRow, SettingRow
 FIREWALL_KEY = "firewall"
 
 
+_CACHE = "safehaven.firewall_enabled"
+
+
 def firewall_enabled(session: Session) -> bool:
-    """On unless the controller has switched it off: a fresh install is protected."""
-    row = session.get(SettingRow, FIREWALL_KEY)
-    return row is None or row.value == "on"
+    """On unless the controller has switched it off: a fresh install is protected.
+
+    Read once per session (a unit of work): a batch of submits in one transaction must be
+    decided under one firewall setting, and the read is not repeated per request.
+    """
+    cached = session.info.get(_CACHE)
+    if cached is None:
+        row = session.get(SettingRow, FIREWALL_KEY)
+        cached = session.info[_CACHE] = row is None or row.value == "on"
+    return bool(cached)
 
 
 def set_firewall(session: Session, enabled: bool, *, actor: str, reason: str) -> None:
     if not reason.strip():
         raise ValueError("reason: a reason is required to change the firewall")
     value = "on" if enabled else "off"
+    session.info[_CACHE] = enabled
     now = utcnow()
     row = session.get(SettingRow, FIREWALL_KEY)
     if row is None:
