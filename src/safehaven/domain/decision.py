@@ -360,6 +360,30 @@ def _common_rules(
     return agreement, terms
 
 
+def _begin(
+    add: Callable[[RuleResult], None],
+    request: TracingRequest | AggregateRequest,
+    received_on: date,
+    agreements: AgreementSet,
+    firewall_on: bool,
+    firewall: FirewallPolicy,
+) -> tuple[Agreement | None, PurposeTerms | None, AgreementRef | None]:
+    """The shared rules for any kind of request, plus the reference every decision names."""
+    agreement, terms = _common_rules(
+        add,
+        requester=request.requester,
+        agreement_id=request.agreement,
+        purpose_id=request.purpose,
+        made_on=request.made_on,
+        received_on=received_on,
+        agreements=agreements,
+        firewall_on=firewall_on,
+        firewall=firewall,
+    )
+    ref = AgreementRef(agreement.id, agreement.version, agreement.sha256) if agreement else None
+    return agreement, terms, ref
+
+
 def _purpose_limitation(
     add: Callable[[RuleResult], None],
     agreement: Agreement,
@@ -445,21 +469,9 @@ def decide(
     rules: list[RuleResult] = []
     add = rules.append
     made_on = request.made_on
-    agreement, terms = _common_rules(
-        add,
-        requester=request.requester,
-        agreement_id=request.agreement,
-        purpose_id=request.purpose,
-        made_on=made_on,
-        received_on=received_on,
-        agreements=agreements,
-        firewall_on=firewall_on,
-        firewall=firewall,
-    )
+    agreement, terms, ref = _begin(add, request, received_on, agreements, firewall_on, firewall)
     if agreement is None or terms is None:
-        ref = AgreementRef(agreement.id, agreement.version, agreement.sha256) if agreement else None
         return _finish(rules, ref, firewall_on, 0, (), None)
-    ref = AgreementRef(agreement.id, agreement.version, agreement.sha256)
 
     subject = request.subject
     if subject.nhs_number or (subject.birthdate and subject.family):
@@ -623,21 +635,9 @@ def decide_aggregate(
     dimensions that may be released; cell suppression is applied when the table is built."""
     rules: list[RuleResult] = []
     add = rules.append
-    agreement, terms = _common_rules(
-        add,
-        requester=request.requester,
-        agreement_id=request.agreement,
-        purpose_id=request.purpose,
-        made_on=request.made_on,
-        received_on=received_on,
-        agreements=agreements,
-        firewall_on=firewall_on,
-        firewall=firewall,
-    )
+    agreement, terms, ref = _begin(add, request, received_on, agreements, firewall_on, firewall)
     if agreement is None or terms is None:
-        ref = AgreementRef(agreement.id, agreement.version, agreement.sha256) if agreement else None
         return _finish(rules, ref, firewall_on, 0, (), None)
-    ref = AgreementRef(agreement.id, agreement.version, agreement.sha256)
 
     allowed = terms.aggregates
     if allowed is None:
