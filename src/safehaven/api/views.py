@@ -27,23 +27,14 @@ def _match_and_disclosure(
 def agency_view(session: Session, row: RequestRow) -> dict[str, Any]:
     """What the requesting agency may see: its request's progress, the reasons, and only
     the released fields the decision permitted (checked again here, not only at release)."""
-    decision = svc._decision_dict(row.decision) if row.decision else None
     match, disclosure = _match_and_disclosure(session, row)
     released: dict[str, Any] | None = None
     if disclosure is not None:
         permitted = set(row.decision.permitted_fields) if row.decision else set()
         released = {k: v for k, v in disclosure.fields.items() if k in permitted}
     return {
-        "id": row.public_id,
-        "request_id": row.request_key,
-        "requester": row.requester,
-        "agreement": row.agreement_id,
-        "purpose": row.purpose,
-        "made_on": row.made_on.isoformat(),
-        "received_at": as_utc(row.received_at).isoformat(),
-        "state": row.state,
+        **svc.request_summary(row),
         "outcome": row.decision.outcome if row.decision else None,
-        "decision": decision,
         "match": {"status": match.status} if match else None,
         "disclosure": (
             {"fields": released, "disclosed_at": as_utc(disclosure.disclosed_at).isoformat()}

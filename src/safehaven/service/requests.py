@@ -520,11 +520,9 @@ def cap_used(session: Session, agreement_id: str, month: str) -> int:
     return int(value)
 
 
-def request_view(session: Session, row: RequestRow) -> dict[str, Any]:
-    """Everything stored about one request, as plain JSON-able data."""
-    transitions = session.execute(
-        select(TransitionRow).where(TransitionRow.request_id == row.id).order_by(TransitionRow.id)
-    ).scalars()
+def request_summary(row: RequestRow) -> dict[str, Any]:
+    """Who asked, under what, when, where it stands, and the engine's decision: the part of
+    a request every audience (agency, reviewer, auditor) sees the same way."""
     return {
         "id": row.public_id,
         "request_id": row.request_key,
@@ -535,6 +533,16 @@ def request_view(session: Session, row: RequestRow) -> dict[str, Any]:
         "received_at": as_utc(row.received_at).isoformat(),
         "state": row.state,
         "decision": _decision_dict(row.decision) if row.decision else None,
+    }
+
+
+def request_view(session: Session, row: RequestRow) -> dict[str, Any]:
+    """Everything stored about one request, as plain JSON-able data."""
+    transitions = session.execute(
+        select(TransitionRow).where(TransitionRow.request_id == row.id).order_by(TransitionRow.id)
+    ).scalars()
+    return {
+        **request_summary(row),
         "reviews": [
             {"reviewer": r.reviewer, "verdict": r.verdict, "reason": r.reason,
              "at": as_utc(r.reviewed_at).isoformat()}
