@@ -11,6 +11,13 @@ from typing import Any
 
 import pytest
 
+from safehaven.domain.decision import AgreementSet
+from tests.api.aggregate_support import (
+    STATS_REQUEST,
+    STATS_TWO,
+    outreach,
+    with_statistics_agreements,
+)
 from tests.api.conftest import APPLICANT_NHS, POLICE_NHS, World
 from tests.builders import POLICE, STATUS, body
 
@@ -29,7 +36,8 @@ PEOPLE = {"anonymous": 401, "agency_a": 403, "agency_b": 403,
           "reviewer": 200, "oversight": 200, "subject": 200}
 ANYONE = dict.fromkeys(ROLES, 200)
 
-# (method, path template, body, expected per role).  {rid} is agency A's request.
+# (method, path template, body, expected per role).  {rid} is agency A's request, {aid}
+# agency A's released aggregate, {qid} agency A's aggregate waiting for two reviewers.
 MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("GET", "/v1/health", None, ANYONE),
     ("POST", "/v1/requests", body(POLICE, requester=None),
@@ -44,6 +52,15 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("POST", "/v1/review/requests/{rid}/verdict", {"verdict": "refuse", "reason": "matrix"},
      REVIEWER),
     ("GET", "/v1/review/exemptions/overdue", None, REVIEWER),
+    ("POST", "/v1/aggregates", {**STATS_REQUEST, "request_id": None},
+     {**AGENCY, "agency_a": 201, "agency_b": 201}),
+    ("GET", "/v1/aggregates", None, AGENCY),
+    ("GET", "/v1/aggregates/{aid}", None, A_ONLY),
+    ("GET", "/v1/review/aggregates", None, REVIEWER),
+    ("GET", "/v1/review/aggregates/{qid}", None, REVIEWER),
+    ("POST", "/v1/review/aggregates/{qid}/verdict", {"verdict": "refuse", "reason": "matrix"},
+     REVIEWER),
+    ("GET", "/v1/oversight/aggregates", None, OVERSIGHT),
     ("POST", "/v1/session", {"username": "nobody", "password": "x"}, dict.fromkeys(ROLES, 401)),
     ("GET", "/v1/session", None, PEOPLE),
     ("DELETE", "/v1/session", None, {**PEOPLE, "reviewer": 204, "oversight": 204,
@@ -61,21 +78,40 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
 ]
 
 
+@pytest.fixture
+def agreements(agreements: AgreementSet) -> AgreementSet:
+    """The bundled agreements plus test-only ones under which police may ask for counts."""
+    return with_statistics_agreements(agreements)
+
+
 def test_every_route_is_in_the_matrix(world: World) -> None:
     paths = world.client().get("/openapi.json").json()["paths"]
     routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
-    listed = {(m, p.split("?")[0].replace("{rid}", "{request_id}")) for m, p, _, _ in MATRIX}
+    listed = {(m, p.split("?")[0].replace("{rid}", "{request_id}")
+               .replace("{aid}", "{release_id}").replace("{qid}", "{release_id}"))
+              for m, p, _, _ in MATRIX}
     assert routes == listed
+
+
+def _payload(payload: Any) -> Any:
+    if isinstance(payload, dict):
+        return {k: v for k, v in payload.items() if v is not None}
+    return payload
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_matrix(world: World, role: str) -> None:
     rid = world.clients["agency_a"].post("/v1/requests", json=POLICE_NHS).json()["id"]
+    world.cfg.datasets = {"gla": outreach()}
+    aid = world.clients["agency_a"].post("/v1/aggregates", json=STATS_REQUEST).json()["id"]
+    qid = world.clients["agency_a"].post(
+        "/v1/aggregates", json={**STATS_REQUEST, "request_id": "q", "agreement": STATS_TWO}
+    ).json()["id"]
     client = world.clients[role]
     got: dict[str, int] = {}
     want: dict[str, int] = {}
     for method, template, payload, expected in MATRIX:
-        path = template.replace("{rid}", rid)
+        path = template.replace("{rid}", rid).replace("{aid}", aid).replace("{qid}", qid)
         headers = {"X-CSRF-Token": world.csrf[role]} if role in world.csrf else {}
         if path == "/v1/requests/bulk":
             headers["Content-Type"] = "application/x-ndjson"
@@ -83,12 +119,13 @@ def test_matrix(world: World, role: str) -> None:
         elif method == "DELETE":
             continue  # run last: it ends the session the other rows need
         else:
-            r = client.request(method, path, json=payload, headers=headers)
+            r = client.request(method, path, json=_payload(payload), headers=headers)
         got[f"{method} {template}"] = r.status_code
         want[f"{method} {template}"] = expected[role]
     r = client.delete("/v1/session", headers=headers)
     got["DELETE /v1/session"] = r.status_code
-    want["DELETE /v1/session"] = dict(MATRIX[12][3])[role]
+    want["DELETE /v1/session"] = next(e for m, p, _, e in MATRIX
+                                      if (m, p) == ("DELETE", "/v1/session"))[role]
     assert got == want
 
 

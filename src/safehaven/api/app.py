@@ -14,7 +14,16 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from safehaven import __version__ as version
-from safehaven.api import agencies, errors, hardening, oversight, people, reviewers, subjects
+from safehaven.api import (
+    agencies,
+    aggregates,
+    errors,
+    hardening,
+    oversight,
+    people,
+    reviewers,
+    subjects,
+)
 from safehaven.api.context import ApiConfig
 from safehaven.domain.request import TracingRequest
 from safehaven.web import pages
@@ -48,7 +57,7 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     app.state.config = cfg
     errors.install(app)
     hardening.install(app)
-    for module in (agencies, people, reviewers, subjects, oversight):
+    for module in (agencies, aggregates, people, reviewers, subjects, oversight):
         app.include_router(module.router)
     # Server-rendered pages (public report, agreements, ledger, reviewer desk, portal): a
     # skin over the same handlers, kept out of the OpenAPI document.

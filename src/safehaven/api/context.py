@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Request
@@ -13,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from safehaven.api.writer import GroupCommitter
 from safehaven.domain.decision import AgreementSet
+from safehaven.service.aggregates import Datasets, workspace_datasets
 from safehaven.service.clock import utcnow
 from safehaven.service.tracing import Matcher, NoRegister
-from safehaven.store.db import session_factory
+from safehaven.store.db import read_only_factory, session_factory
 
 
 @dataclass
@@ -33,12 +35,21 @@ class ApiConfig:
     max_bulk_bytes: int = 20 * 1024 * 1024
     bulk_batch: int = 100
     ledger_key: Callable[[], Ed25519PrivateKey] | None = None
+    #: Each controller's records for aggregate releases, by controller id.
+    datasets: Datasets = field(default_factory=workspace_datasets)
     factory: sessionmaker[Session] = field(init=False)
+    #: Sessions for routes that only read: no write lock (see ``read_only_factory``).
+    reader: sessionmaker[Session] = field(init=False)
     writer: GroupCommitter = field(init=False)
 
     def __post_init__(self) -> None:
         self.factory = session_factory(self.engine)
-        self.writer = GroupCommitter(self.factory)
+        self.reader = read_only_factory(self.engine)
+        database = self.engine.url.database
+        lock = (Path(f"{database}.writer-lock")
+                if self.engine.dialect.name == "sqlite" and database
+                and database != ":memory:" else None)
+        self.writer = GroupCommitter(self.factory, lock_path=lock)
 
 
 def config(request: Request) -> ApiConfig:

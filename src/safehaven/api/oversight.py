@@ -49,7 +49,7 @@ def inclusion(
     index: Annotated[int, Query(ge=0, le=2**62)],
     size: Annotated[int, Query(ge=1, le=2**62)],
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.OVERSIGHT)
         current = log.size(session)
         if size > current or index >= size:
@@ -66,7 +66,7 @@ def consistency(
     first: Annotated[int, Query(ge=1, le=2**62)],
     second: Annotated[int, Query(ge=1, le=2**62)],
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.OVERSIGHT)
         current = log.size(session)
         if second > current or first > second:
@@ -84,7 +84,7 @@ def statistics(
     start: Annotated[date | None, Query(alias="from")] = None,
     end: Annotated[date | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.OVERSIGHT)
         lo = start or STATISTICS_FROM
         hi = end or cfg.clock().date()

@@ -64,7 +64,7 @@ async def login(body: Login, response: Response, cfg: Cfg) -> dict[str, Any]:
 @router.get("/session", response_model=SessionInfo, responses=errors(),
             summary="Who am I (and my CSRF token)")
 def whoami(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         web = auth.person(session, cfg, creds, auth.REVIEWER | auth.OVERSIGHT | auth.SUBJECT)
         return info(web)
 

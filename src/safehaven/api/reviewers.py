@@ -62,7 +62,7 @@ def queue(
     cfg: Cfg, creds: auth.Creds,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         web = auth.person(session, cfg, creds, auth.REVIEWER)
         rows = session.execute(
             select(RequestRow).where(RequestRow.state == State.IN_REVIEW.value)
@@ -79,7 +79,7 @@ def queue(
 @router.get("/requests/{request_id}", response_model=dict[str, Any], responses=errors(),
             summary="One request in full: body, decision, reviews, lifecycle")
 def show(request_id: str, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.REVIEWER)
         try:
             row = svc.get_request(session, request_id)
@@ -126,6 +126,6 @@ def verdict(request_id: str, body: Verdict, cfg: Cfg, creds: auth.Creds) -> dict
 @router.get("/exemptions/overdue", response_model=Overdue, responses=errors(),
             summary="Exemptions from notice whose review date has passed")
 def overdue(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.REVIEWER)
         return {"exemptions": notifications.overdue_exemptions(session, cfg.clock().date())}

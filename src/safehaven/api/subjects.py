@@ -85,7 +85,7 @@ async def subject_login(body: CodeLogin, response: Response, cfg: Cfg) -> dict[s
 @router.get("/requests", response_model=AboutMe, responses=errors(),
             summary="Every finished request about you: who, when, why, outcome, fields given")
 def about_me(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         web = auth.person(session, cfg, creds, auth.SUBJECT)
         assert web.subject_nhs_number is not None
         return {"requests": subjects.requests_about(session, web.subject_nhs_number,

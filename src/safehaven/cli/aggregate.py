@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -20,7 +19,7 @@ from safehaven.cli.common import (
     read_input,
 )
 from safehaven.domain.request import RequestFormatError, parse_aggregate_request
-from safehaven.service.aggregates import answer_aggregate
+from safehaven.service.aggregates import answer_aggregate, read_dataset, table_csv
 from safehaven.service.clock import utcnow
 from safehaven.store.db import open_store, session_factory, transaction
 
@@ -38,9 +37,7 @@ def _load_data(path: Path | None) -> pd.DataFrame:
     if not path.is_file():
         fail(f"--data: {path}: no such file")
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return read_dataset(path)
     except (OSError, ValueError) as exc:
         fail(f"--data: {path}: cannot read ({exc})")
 
@@ -77,14 +74,7 @@ def aggregate_command(
     except KeyError as exc:
         fail(f"--data: the dataset has no column {exc} needed for this breakdown")
     if fmt == "csv" and result.table is not None:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        cols = list(result.table["column_totals"])
-        writer.writerow([result.table["dimensions"][0], *cols, "total"])
-        for row in result.table["rows"]:
-            writer.writerow([row["label"], *(row["cells"][c] for c in cols), row["total"]])
-        writer.writerow(
-            ["total", *(result.table["column_totals"][c] for c in cols), result.table["total"]]
-        )
+        sys.stdout.write(table_csv(result.table))
         return
     print_json(
         {
@@ -94,9 +84,12 @@ def aggregate_command(
             "note": None
             if result.released
             else (
-                "held for review: re-run with --reviewed-by NAME"
-                if result.decision.outcome.value == "needs_review"
-                else "refused"
+                "refused"
+                if result.decision.outcome.value != "needs_review"
+                else "held for review: re-run with --reviewed-by NAME"
+                if result.decision.reviewers_required <= 1
+                else "needs two different reviewers: submit it with POST /v1/aggregates "
+                "and use the review queue"
             ),
         }
     )

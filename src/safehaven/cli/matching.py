@@ -79,7 +79,7 @@ def trace_command(
     A refused request is never matched.  A request that needs review is matched (so the
     reviewer can see whether anyone was found) but nothing is released until approved.
     """
-    from safehaven.matching.online import RegisterMatcher
+    from safehaven.matching.online import load_online
     from safehaven.service import settings
     from safehaven.service.requests import cap_used
     from safehaven.store.db import open_store, session_factory, transaction
@@ -104,8 +104,8 @@ def trace_command(
         _emit(result, as_json)
         raise typer.Exit(1)
     try:
-        matcher = RegisterMatcher.load()
-    except FileNotFoundError as exc:
+        matcher = load_online()
+    except (FileNotFoundError, RuntimeError) as exc:
         fail(str(exc), as_json=as_json)
     match = matcher.match(request.subject)
     result["status"] = match.status

@@ -127,3 +127,68 @@ def train_command(
     else:
         out.print(f"trained on {len(register):,} records; model written to {model_path()} "
                   f"in {seconds:.1f}s")
+
+
+@app.command("index")
+def index_command(
+    backend: str = typer.Option(
+        "postgres", "--backend",
+        help="postgres: build the candidate index in PostgreSQL (set "
+        "SAFEHAVEN_REGISTER_INDEX_URL for the API and `trace` to use it); memory: build it "
+        "in this process as each API worker does at start, and report its size."),
+    database_url: str = typer.Option(
+        None, "--database-url", envvar="SAFEHAVEN_REGISTER_INDEX_URL",
+        help="PostgreSQL URL for --backend postgres (may be the store's database: the "
+        "index lives in its own schema)."),
+    schema: str = typer.Option("register_index", "--schema",
+                               help="PostgreSQL schema holding the index."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build the online matcher's candidate index from the workspace register."""
+    from safehaven.matching.online import RELEASABLE_COLUMNS
+    from safehaven.matching.person import PERSON_SPEC
+    from safehaven.matching.register import register_path, register_table
+
+    if backend not in ("postgres", "memory"):
+        fail(f"--backend: {backend!r}: expected postgres or memory", as_json=as_json)
+    if not register_path().is_file():
+        fail(f"{register_path()}: no register (run `safehaven register import` first)",
+             as_json=as_json)
+    start = time.perf_counter()
+    cols = list(dict.fromkeys(["record_id", *PERSON_SPEC.base, *RELEASABLE_COLUMNS]))
+    table = register_table(columns=cols)
+    result: dict[str, object] = {"backend": backend, "people": table.num_rows}
+    if backend == "memory":
+        from safehaven.matching.index import RegisterIndex
+
+        index = RegisterIndex.from_arrow(PERSON_SPEC, table, "record_id")
+        result["index_mib"] = round(index.nbytes() / 2**20, 1)
+    else:
+        if not database_url:
+            fail("--database-url: required for --backend postgres (or set "
+                 "SAFEHAVEN_REGISTER_INDEX_URL)", as_json=as_json)
+        import psycopg
+
+        from safehaven.matching.pg_index import build_index, index_size
+
+        def say(message: str) -> None:
+            if not as_json:
+                out.print(f"  {message}")
+
+        try:
+            report = build_index(database_url, table, PERSON_SPEC,
+                                 releasable=RELEASABLE_COLUMNS, schema=schema, progress=say)
+            sizes = index_size(database_url, schema)
+        except (psycopg.Error, ValueError) as exc:
+            fail(f"--database-url: {str(exc).splitlines()[0] if str(exc) else exc}",
+                 as_json=as_json)
+        result.update({"schema": schema, "steps": report.steps,
+                       "size_mib": round(sum(sizes.values()) / 2**20, 1),
+                       "large_blocks": report.large_blocks})
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if as_json:
+        print_json(result)
+    else:
+        size = (f"{result['index_mib']} MiB in memory" if backend == "memory"
+                else f"{result['size_mib']} MiB in PostgreSQL schema {schema}")
+        out.print(f"indexed {table.num_rows:,} people ({size}) in {result['seconds']}s")

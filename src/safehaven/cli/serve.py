@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -14,12 +16,15 @@ from safehaven.service.tracing import InMemoryRegister, Matcher, NoRegister
 def load_register(path: Path | None) -> Matcher:
     """``--register FILE.jsonl``: a small demo register (request field names plus
     ``record_id``).  Without it: the workspace register and its trained model if both
-    exist (``safehaven register import`` / ``train``), else nobody can be matched."""
+    exist (``safehaven register import`` / ``train``), else nobody can be matched.  With
+    ``SAFEHAVEN_REGISTER_INDEX_URL`` set the register is matched through its PostgreSQL
+    index (``safehaven register index``) and the register file need not be on this host."""
     if path is None:
+        from safehaven.matching.online import index_url
         from safehaven.matching.register import model_path, register_path
         from safehaven.service.register_matcher import WorkspaceRegister
 
-        if register_path().is_file() and model_path().is_file():
+        if (index_url() or register_path().is_file()) and model_path().is_file():
             return WorkspaceRegister.load()
         err.print("warning: no register loaded; approved requests will end in no_match")
         return NoRegister()
@@ -44,18 +49,51 @@ def serve_command(
     secure_cookies: bool = typer.Option(
         False, "--secure-cookies", help="Send session cookies over HTTPS only (production)."),
     log_level: str = typer.Option("warning", "--log-level"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64,
+        help="Server processes sharing the port (use the number of cores). Each loads the "
+        "register and keeps its own rate-limit buckets; writes stay serialised."),
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     import uvicorn
 
+    from safehaven.store.db import open_store, resolve_url
+
+    settings = {"database_url": resolve_url(database_url),
+                "agreements_dir": str(agreements_dir) if agreements_dir else None,
+                "register": str(register) if register else None,
+                "print_codes": print_codes, "secure_cookies": secure_cookies}
+    # Fail here, once, on a bad agreement or register file; and migrate before any worker
+    # starts, so workers never race each other through Alembic.
+    load_agreements(agreements_dir)
+    open_store(settings["database_url"]).dispose()  # type: ignore[arg-type]
+    # access_log off: paths are harmless but query strings may not be; errors still log.
+    if workers == 1:
+        uvicorn.run(worker_app(settings), host=host, port=port, log_level=log_level,
+                    access_log=False)
+        return
+    os.environ[SETTINGS_ENV] = json.dumps(settings)
+    uvicorn.run("safehaven.cli.serve:worker_app", factory=True, workers=workers, host=host,
+                port=port, log_level=log_level, access_log=False)
+
+
+#: How ``serve --workers N`` hands its options to the worker processes uvicorn starts.
+SETTINGS_ENV = "SAFEHAVEN_SERVE_SETTINGS"
+
+
+def worker_app(settings: dict[str, Any] | None = None) -> Any:
+    """Build one server process's app (uvicorn calls this in each worker)."""
     from safehaven.api.app import create_app
     from safehaven.api.context import ApiConfig
     from safehaven.store.db import open_store
 
-    agreements = load_agreements(agreements_dir)
-    matcher = load_register(register)
-    engine = open_store(database_url)
-    app = create_app(ApiConfig(engine=engine, agreements=agreements, matcher=matcher,
-                               print_codes=print_codes, secure_cookies=secure_cookies))
-    # access_log off: paths are harmless but query strings may not be; errors still log.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    if settings is None:
+        settings = json.loads(os.environ[SETTINGS_ENV])
+    agreements_dir = settings["agreements_dir"]
+    register = settings["register"]
+    agreements = load_agreements(Path(agreements_dir) if agreements_dir else None)
+    matcher = load_register(Path(register) if register else None)
+    engine = open_store(settings["database_url"], migrate=False)
+    return create_app(ApiConfig(engine=engine, agreements=agreements, matcher=matcher,
+                                print_codes=bool(settings["print_codes"]),
+                                secure_cookies=bool(settings["secure_cookies"])))

@@ -193,7 +193,9 @@ def parse_aggregate_request(raw: str | bytes) -> AggregateRequest:
     try:
         return AggregateRequest.model_validate_json(raw)
     except ValidationError as exc:
-        raise RequestFormatError(describe_validation_error(exc)) from None
+        raise RequestFormatError(
+            describe_validation_error(exc, document="aggregate request format v1")
+        ) from None
 
 
 def parse_request_obj(obj: Any) -> TracingRequest:

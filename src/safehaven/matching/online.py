@@ -1,5 +1,11 @@
 """The workspace register as an online matcher: load once, answer many.
 
+Two backends answer the same way (same scorer, same rule, same result): the in-memory index
+built from the register file at start (:class:`RegisterMatcher`, the default) and the
+PostgreSQL-resident index (:class:`PgRegisterMatcher`, chosen by setting
+``SAFEHAVEN_REGISTER_INDEX_URL``) for a register larger than a worker's memory.
+:func:`load_online` picks one, so the API and ``safehaven trace`` share the switch.
+
 Only the matching columns and the releasable columns are ever read from the register
 file; clinical columns stay on disk.  A match answers in the request's field vocabulary
 (``address``, ``address-postalcode`` ...) through :data:`register.RELEASABLE`, so what
@@ -8,11 +14,12 @@ leaves is decided by the allow-list and the decision, never by what the file con
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +30,13 @@ from safehaven.matching.model import load_model
 from safehaven.matching.person import PERSON_SPEC
 from safehaven.matching.register import RELEASABLE, model_path, register_path, released_fields
 from safehaven.matching.scorer import Matcher, MatchResult, Policy, Weights
+
+if TYPE_CHECKING:
+    from safehaven.matching.pg_index import PgMatcher
+
+#: Set to a PostgreSQL URL to match against the index built there by
+#: ``safehaven register index --backend postgres`` (same value as ``pg_index.URL_ENV``).
+INDEX_URL_ENV = "SAFEHAVEN_REGISTER_INDEX_URL"
 
 RELEASABLE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
     c for cols in RELEASABLE.values() for c in cols))
@@ -77,3 +91,65 @@ class RegisterMatcher:
             return {}
         values = self.releasable.slice(result.row, 1).to_pylist()[0]
         return released_fields(values, tuple(permitted))
+
+
+class OnlineMatcher(Protocol):
+    """What the service needs from either backend."""
+
+    def match(self, subject: Subject | Mapping[str, Any]) -> MatchResult: ...
+
+    def record(self, result: MatchResult, permitted: Iterable[str]) -> dict[str, Any]: ...
+
+
+def _load_weights(model: Path | None) -> Weights:
+    model = model or model_path()
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: no trained model (run `safehaven register train`)")
+    return Weights.from_settings(PERSON_SPEC, load_model(model))
+
+
+@dataclass
+class PgRegisterMatcher:
+    """The register matched through its PostgreSQL index: this process holds only the model.
+
+    The model file is still read locally (a few KB), exactly as the in-memory backend reads
+    it, so retraining takes effect on restart for both.
+    """
+
+    matcher: PgMatcher
+    build_seconds: float
+
+    @classmethod
+    def load(cls, url: str, model: Path | None = None, policy: Policy | None = None,
+             schema: str | None = None) -> PgRegisterMatcher:
+        from safehaven.matching.pg_index import DEFAULT_SCHEMA, PgMatcher
+
+        start = time.perf_counter()
+        matcher = PgMatcher.connect(url, PERSON_SPEC, _load_weights(model), policy,
+                                    schema or DEFAULT_SCHEMA)
+        return cls(matcher, time.perf_counter() - start)
+
+    def match(self, subject: Subject | Mapping[str, Any]) -> MatchResult:
+        return self.matcher.match(subject_values(subject))
+
+    def record(self, result: MatchResult, permitted: Iterable[str]) -> dict[str, Any]:
+        """The permitted fields of the matched record; nothing unless uniquely matched."""
+        if result.status != "matched" or result.row is None:
+            return {}
+        values = self.matcher.index.releasable_row(result.row)
+        return released_fields(values, tuple(permitted))
+
+
+def index_url() -> str | None:
+    """The PostgreSQL candidate index URL if the operator chose that backend."""
+    return os.environ.get(INDEX_URL_ENV) or None
+
+
+def load_online(register: Path | None = None, model: Path | None = None,
+                policy: Policy | None = None) -> OnlineMatcher:
+    """The PostgreSQL-backed matcher if ``SAFEHAVEN_REGISTER_INDEX_URL`` is set, else the
+    in-memory one built from the register file."""
+    url = index_url()
+    if url:
+        return PgRegisterMatcher.load(url, model, policy)
+    return RegisterMatcher.load(register, model, policy)

@@ -13,7 +13,7 @@ a search returning more than one person returns none.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,30 +127,40 @@ class Policy:
     block_cap: int = 5000
 
 
-class Matcher:
-    def __init__(self, index: RegisterIndex, weights: Weights, policy: Policy | None = None):
-        self.index = index
-        self.spec = index.spec
+class Scorer:
+    """Scoring and the unique-match rule, whatever holds the candidate index.
+
+    The in-memory :class:`Matcher` and the PostgreSQL-resident matcher
+    (:mod:`safehaven.matching.pg_index`) differ only in how they find candidates and
+    fetch their values; both score here, so the two backends cannot drift apart.
+    Candidates arrive dictionary-encoded per base column (``codes[src][j]`` indexes
+    ``cats[src]``, -1 is null), the same shape the in-memory index stores.
+    """
+
+    def __init__(self, spec: ModelSpec, weights: Weights, policy: Policy | None = None):
+        self.spec = spec
         self.weights = weights
         self.policy = policy or Policy()
         # Per comparison: the base source columns its levels read, and for each level the
         # columns it needs (with where each comes from).
         self._comp_sources: list[tuple[str, ...]] = []
         self._comp_columns: list[tuple[str, ...]] = []
-        for comp in self.spec.comparisons:
+        for comp in spec.comparisons:
             sources: dict[str, None] = {}
             for col in comp.columns:
-                src = col if col in index.base else index.derived[col].source
+                src = col if col in spec.base else spec.derived[col].source
                 sources.setdefault(src)
             self._comp_sources.append(tuple(sources))
             self._comp_columns.append(comp.columns)
-        self._codes = {name: enc.codes for name, enc in index.base.items()}
-        self._cats = {name: enc.cats for name, enc in index.base.items()}
+        #: The base columns any comparison reads: what a backend must fetch per candidate.
+        self.source_columns: tuple[str, ...] = tuple(
+            dict.fromkeys(s for srcs in self._comp_sources for s in srcs))
 
-    def _right_values(self, ci: int, codes: Sequence[int]) -> dict[str, Scalar]:
+    def _right_values(self, ci: int, codes: Sequence[int],
+                      cats: Mapping[str, npt.NDArray[np.bytes_]]) -> dict[str, Scalar]:
         base_vals: dict[str, Scalar] = {}
         for src, code in zip(self._comp_sources[ci], codes, strict=True):
-            base_vals[src] = None if code < 0 else self._cats[src][code].decode("ascii")
+            base_vals[src] = None if code < 0 else cats[src][code].decode("ascii")
         vals: dict[str, Scalar] = {}
         for col in self._comp_columns[ci]:
             if col in base_vals:
@@ -160,42 +170,47 @@ class Matcher:
                 vals[col] = d.fn(base_vals[d.source])
         return vals
 
-    def score_rows(self, prepared: Mapping[str, Scalar],
-                   rows: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
-        """Match weights of the request against the given register rows.
+    def score_encoded(self, prepared: Mapping[str, Scalar], n: int,
+                      codes: Mapping[str, npt.NDArray[np.int32]],
+                      cats: Mapping[str, npt.NDArray[np.bytes_]]) -> npt.NDArray[np.float64]:
+        """Match weights of the request against ``n`` encoded candidates.
 
         Candidates share values heavily (a household shares a postcode, a block shares a
         birth date), so each comparison is evaluated once per distinct register value
         and the weight reused: a tight loop over a few dozen ints, no per-row objects.
         """
-        n = len(rows)
         total = [self.weights.prior] * n
         if n == 0:
             return np.asarray(total, dtype=np.float64)
         for ci, comp in enumerate(self.spec.comparisons):
             ws = self.weights.levels[ci]
             sources = self._comp_sources[ci]
-            code_lists = [self._codes[src][rows].tolist() for src in sources]
+            code_lists = [codes[src].tolist() for src in sources]
             keys: list[Any] = (code_lists[0] if len(code_lists) == 1
                                else list(zip(*code_lists, strict=True)))
             memo: dict[Any, float] = {}
             for j, key in enumerate(keys):
                 w = memo.get(key)
                 if w is None:
-                    codes = (key,) if len(code_lists) == 1 else key
-                    right = self._right_values(ci, codes)
+                    key_codes = (key,) if len(code_lists) == 1 else key
+                    right = self._right_values(ci, key_codes, cats)
                     w = ws[level_index(comp, prepared, right)]
                     memo[key] = w
                 total[j] += w
         return np.asarray(total, dtype=np.float64)
 
-    def match_prepared(self, prepared: Mapping[str, Scalar]) -> MatchResult:
-        rows = self.index.candidates(prepared, cap=self.policy.block_cap)
-        weights = self.score_rows(prepared, rows)
+    def outcome(self, rows: npt.NDArray[np.int32], weights: npt.NDArray[np.float64],
+                record_id_at: Callable[[int], str]) -> MatchResult:
+        """The unique-match rule over scored candidates given in ascending row order.
+
+        Ties between equal weights go to the lower register row (stable sort), which is
+        why every backend must hand its candidates over sorted by row.  ``record_id_at``
+        gives the record id of the candidate at a position; only the best five are asked.
+        """
         order = np.argsort(-weights, kind="stable")[:5]
         cands = tuple(
-            Candidate(int(rows[i]), self.index.record_id(int(rows[i])),
-                      float(weights[i]), weight_to_prob(float(weights[i])))
+            Candidate(int(rows[i]), record_id_at(int(i)), float(weights[i]),
+                      weight_to_prob(float(weights[i])))
             for i in order
         )
         if not cands:
@@ -207,5 +222,29 @@ class Matcher:
             return MatchResult("ambiguous", best.score, None, None, cands)
         return MatchResult("matched", best.score, best.record_id, best.row, cands)
 
+    def match_prepared(self, prepared: Mapping[str, Scalar]) -> MatchResult:
+        raise NotImplementedError  # each backend finds its own candidates
+
     def match(self, raw: Mapping[str, object]) -> MatchResult:
         return self.match_prepared(prepare_values(self.spec, raw))
+
+
+class Matcher(Scorer):
+    """The in-memory backend: candidates from a :class:`RegisterIndex` in this process."""
+
+    def __init__(self, index: RegisterIndex, weights: Weights, policy: Policy | None = None):
+        super().__init__(index.spec, weights, policy)
+        self.index = index
+        self._codes = {name: enc.codes for name, enc in index.base.items()}
+        self._cats = {name: enc.cats for name, enc in index.base.items()}
+
+    def score_rows(self, prepared: Mapping[str, Scalar],
+                   rows: npt.NDArray[np.int32]) -> npt.NDArray[np.float64]:
+        """Match weights of the request against the given register rows."""
+        codes = {src: self._codes[src][rows] for src in self.source_columns}
+        return self.score_encoded(prepared, len(rows), codes, self._cats)
+
+    def match_prepared(self, prepared: Mapping[str, Scalar]) -> MatchResult:
+        rows = self.index.candidates(prepared, cap=self.policy.block_cap)
+        weights = self.score_rows(prepared, rows)
+        return self.outcome(rows, weights, lambda i: self.index.record_id(int(rows[i])))

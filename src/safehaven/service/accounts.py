@@ -18,7 +18,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from safehaven.domain.decision import AgreementSet
@@ -108,17 +108,17 @@ def list_agency_tokens(session: Session) -> list[AgencyTokenRow]:
     return list(session.execute(select(AgencyTokenRow).order_by(AgencyTokenRow.id)).scalars())
 
 
+_TOKEN_LOOKUP = select(AgencyTokenRow.agency, AgencyTokenRow.agreements, AgencyTokenRow.id).where(
+    AgencyTokenRow.token_sha256 == bindparam("digest"), AgencyTokenRow.revoked_at.is_(None))
+
+
 def authenticate_agency(session: Session, token: str) -> AgencyPrincipal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    # Columns, not an ORM object: this runs on every agency call, and without autoflush,
-    # because it reads only credentials (never rows of the caller's own transaction).
-    with session.no_autoflush:
-        row = session.execute(
-            select(AgencyTokenRow.agency, AgencyTokenRow.agreements, AgencyTokenRow.id)
-            .where(AgencyTokenRow.token_sha256 == digest(token),
-                   AgencyTokenRow.revoked_at.is_(None))
-        ).first()
+    # Columns from a statement built once, on the session's connection (Core: no ORM
+    # execution or autoflush): this runs on every agency call and reads only credentials,
+    # never rows of the caller's own transaction.
+    row = session.connection().execute(_TOKEN_LOOKUP, {"digest": digest(token)}).first()
     if row is None:
         return None
     return AgencyPrincipal(row.agency, frozenset(row.agreements), row.id)

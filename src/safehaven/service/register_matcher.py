@@ -1,6 +1,6 @@
 """The workspace register (Splink-trained model, online index) behind the tracing seam.
 
-:class:`safehaven.matching.online.RegisterMatcher` answers with a score and a row; the
+An online matcher (in-memory or PostgreSQL-backed) answers with a score and a row; the
 service wants a :class:`~safehaven.service.tracing.Found` in the request's field vocabulary.
 The record carries every releasable field (through the register's allow-list, so never a
 clinical column); :func:`safehaven.service.tracing.complete` then keeps only the fields the
@@ -13,18 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from safehaven.domain.request import Subject
-from safehaven.matching.online import RegisterMatcher
+from safehaven.matching.online import OnlineMatcher, load_online
 from safehaven.matching.register import RELEASABLE
 from safehaven.service.tracing import Found
 
 
 class WorkspaceRegister:
-    def __init__(self, online: RegisterMatcher) -> None:
+    def __init__(self, online: OnlineMatcher) -> None:
         self.online = online
 
     @classmethod
     def load(cls, register: Path | None = None, model: Path | None = None) -> WorkspaceRegister:
-        return cls(RegisterMatcher.load(register, model))
+        """In-memory index from the register file, or the PostgreSQL index when
+        ``SAFEHAVEN_REGISTER_INDEX_URL`` is set (``matching.online.load_online``)."""
+        return cls(load_online(register, model))
 
     def match(self, subject: Subject) -> Found:
         result = self.online.match(subject)

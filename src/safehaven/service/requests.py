@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import Table, bindparam, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -125,8 +125,9 @@ def _write_steps(session: Session) -> None:
     if not pending or not pending[0]:
         return
     transitions, entries = pending
-    session.execute(
-        insert(TransitionRow), [{"request_id": row.id, **values} for row, values in transitions]
+    # Core executemany: the ORM's bulk insert path costs more than the rows it writes.
+    session.connection().execute(
+        insert(_TRANSITIONS), [{"request_id": row.id, **values} for row, values in transitions]
     )
     ledger_log.append_many(session, entries)
 
@@ -214,77 +215,101 @@ def submit(
         state=State.RECEIVED.value,
         updated_at=received_at,
     )
-    row.reviews = []  # a new request has none: saves a query when it is first reviewed
     _record(session, row, None, request.requester, received_at, {
         "requester": request.requester, "agreement": request.agreement,
         "purpose": request.purpose, "made_on": request.made_on.isoformat(),
         "body_sha256": body_sha,
     })
-    _store_decision(session, row, decision, received_at)
-    if session.get_bind().dialect.name == "sqlite":
-        # BEGIN IMMEDIATE already serialises writers, so the check above cannot race.
-        session.add(row)
-        session.flush()
-    else:
-        try:
-            # A savepoint: if a concurrent submit with the same key committed first (nothing
-            # serialises the check above on PostgreSQL), the unique constraint fires here
-            # and we answer as if we had seen it, instead of failing the request.
-            with session.begin_nested():
-                session.add(row)
-                session.flush()
-        except IntegrityError:
-            session.info.pop(_STEPS, None)  # the steps of the row that was not written
-            earlier = _replay(session, request, body_sha) if request.request_id else None
-            if earlier is None:
-                raise
-            return earlier
-    _remember(session, row)
+    decision_values = _store_decision(session, row, decision, received_at)
+    try:
+        row.id = _insert_request(session, row)
+    except IntegrityError:
+        # PostgreSQL only (on SQLite, BEGIN IMMEDIATE serialised the check above): a
+        # concurrent submit with the same key committed first.  Answer as if we had seen it
+        # instead of failing the request.
+        session.info.pop(_STEPS, None)  # the steps of the row that was not written
+        earlier = _replay(session, request, body_sha) if request.request_id else None
+        if earlier is None:
+            raise
+        return earlier
+    session.connection().execute(insert(_DECISIONS), {**decision_values, "request_id": row.id})
     if counter is not None and decision.outcome is not Outcome.REFUSED:
         counter.used += 1
     _write_steps(session)
-    session.flush()
-    return _result(row, created=True)
+    return SubmitResult(public_id=row.public_id, state=row.state,
+                        outcome=decision.outcome.value,
+                        decision=_decision_dict(DecisionRow(**decision_values)),
+                        created=True)
+
+
+_REQUESTS = cast(Table, RequestRow.__table__)
+_DECISIONS = cast(Table, DecisionRow.__table__)
+_TRANSITIONS = cast(Table, TransitionRow.__table__)
+_INSERT_REQUEST = insert(_REQUESTS).returning(_REQUESTS.c.id)
+_REQUEST_COLUMNS = tuple(c.key for c in _REQUESTS.columns if c.key != "id")
+
+
+def _insert_request(session: Session, row: RequestRow) -> int:
+    """INSERT the new request with Core, not the ORM unit of work.
+
+    Why: this is the hottest write in the system (every agency call), and a flush of two
+    new mapped objects costs several times the SQL it emits.  The row object is built all
+    the same (``_record`` moves it through the state machine) but never added to the
+    session: a later use case in the same transaction (``get_request``) selects it, so no
+    half-tracked object can swallow an update.  On PostgreSQL the INSERT runs in a
+    savepoint, so a unique-key race rolls back only this row.
+    """
+    values = {key: getattr(row, key) for key in _REQUEST_COLUMNS}
+    if session.get_bind().dialect.name == "sqlite":
+        return int(session.connection().execute(_INSERT_REQUEST, values).scalar_one())
+    with session.begin_nested():
+        return int(session.connection().execute(_INSERT_REQUEST, values).scalar_one())
+
+
+_KEY_LOOKUP = select(RequestRow.id, RequestRow.body_sha256).where(
+    RequestRow.requester == bindparam("requester"), RequestRow.request_key == bindparam("key"))
 
 
 def _replay(session: Session, request: TracingRequest, body_sha: str) -> SubmitResult | None:
-    """The stored answer for an idempotency key, or ``None`` if the key is new."""
-    existing = session.execute(
-        select(RequestRow).where(
-            RequestRow.requester == request.requester,
-            RequestRow.request_key == request.request_id,
-        )
-    ).scalar_one_or_none()
-    if existing is None:
+    """The stored answer for an idempotency key, or ``None`` if the key is new.
+
+    Every keyed submit asks this, and nearly every answer is "new": two columns from a
+    prebuilt statement, and the whole row only on a real replay.
+    """
+    found = session.connection().execute(
+        _KEY_LOOKUP, {"requester": request.requester, "key": request.request_id}).first()
+    if found is None:
         return None
-    if existing.body_sha256 != body_sha:
+    if found.body_sha256 != body_sha:
         raise IdempotencyConflictError(
             f"request_id: {request.request_id!r} was already used for a different request"
         )
+    existing = session.get(RequestRow, found.id)
+    assert existing is not None
     return _result(existing, created=False)
 
 
-def _store_decision(session: Session, row: RequestRow, decision: Decision, at: datetime) -> None:
+def _store_decision(
+    session: Session, row: RequestRow, decision: Decision, at: datetime
+) -> dict[str, Any]:
+    """Queue the decision's steps on ``row``; return the decision row's column values."""
     ref = decision.agreement
-    # Through the relationship, so ``row.decision`` is known without a query afterwards.
-    row.decision = (
-        DecisionRow(
-            outcome=decision.outcome.value,
-            rules=[r.to_dict() for r in decision.rules],
-            agreement_id=ref.id if ref else None,
-            agreement_version=ref.version if ref else None,
-            agreement_sha256=ref.sha256 if ref else None,
-            firewall_on=decision.firewall_on,
-            reviewers_required=decision.reviewers_required,
-            permitted_fields=list(decision.permitted_fields),
-            decided_at=at,
-        )
-    )
+    values = {
+        "outcome": decision.outcome.value,
+        "rules": [r.to_dict() for r in decision.rules],
+        "agreement_id": ref.id if ref else None,
+        "agreement_version": ref.version if ref else None,
+        "agreement_sha256": ref.sha256 if ref else None,
+        "firewall_on": decision.firewall_on,
+        "reviewers_required": decision.reviewers_required,
+        "permitted_fields": list(decision.permitted_fields),
+        "decided_at": at,
+    }
     _record(session, row, Event.DECIDE, ENGINE_ACTOR, at, {
         "outcome": decision.outcome.value,
         "agreement": ref.to_dict() if ref else None,
         "firewall": "on" if decision.firewall_on else "off",
-        "rules": [r.to_dict() for r in decision.rules],
+        "rules": values["rules"],
         "cap_month": decision.cap_month,
     })
     follow = {
@@ -293,6 +318,7 @@ def _store_decision(session: Session, row: RequestRow, decision: Decision, at: d
         Outcome.APPROVED: Event.APPROVE,
     }[decision.outcome]
     _record(session, row, follow, ENGINE_ACTOR, at)
+    return values
 
 
 def _decision_dict(row: DecisionRow) -> dict[str, Any]:

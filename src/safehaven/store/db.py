@@ -21,6 +21,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 HOME_ENV = "SAFEHAVEN_HOME"
+#: Execution option marking a connection's transactions as read-only (see
+#: :func:`read_only_factory`).
+READ_ONLY = "safehaven_read_only"
 URL_ENV = "SAFEHAVEN_DATABASE_URL"
 
 
@@ -58,13 +61,24 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
 
         # Take the write lock at BEGIN so read-then-write use cases (caps, idempotency)
-        # cannot interleave between two processes.
+        # cannot interleave between two processes.  A read-only transaction takes no lock:
+        # in WAL mode it reads a snapshot and never waits for (or delays) a writer.
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+
+    @event.listens_for(engine, "begin")
+    def _read_only(conn: Any) -> None:
+        # PostgreSQL enforces it: a read path that tries to write fails loudly in tests
+        # instead of silently taking locks.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    return engine
 
 
 def _alembic_config(engine: Engine) -> Config:
@@ -89,6 +103,18 @@ def open_store(database_url: str | None = None, *, migrate: bool = True) -> Engi
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_only_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for read paths (polls, queues, reports, proofs).
+
+    Why: every write transaction on SQLite starts with ``BEGIN IMMEDIATE`` (so a cap check
+    and its increment cannot interleave), and a read that did the same would queue behind
+    the writer and stall it in turn.  These sessions ``BEGIN`` deferred, reading a WAL
+    snapshot without the write lock; on PostgreSQL they are ``READ ONLY`` transactions.
+    A snapshot is consistent, so a page never shows half of a write.
+    """
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

@@ -240,3 +240,4 @@ class LedgerHeadRow(Base):
 # Tables of the HTTP service live in their own module; importing it here puts them in
 # ``Base.metadata`` so migrations (and autogenerate) always see every table.
 from safehaven.store import accounts as _accounts  # noqa: E402,F401
+from safehaven.store import aggregates as _aggregates  # noqa: E402,F401

@@ -70,7 +70,7 @@ def _who(cfg: ApiConfig, request: Request) -> accounts.WebSession | None:
     token = request.cookies.get(PAGE_COOKIE)
     if not token:
         return None
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         return accounts.load_session(session, token, at=cfg.clock())
 
 
@@ -97,7 +97,7 @@ def stylesheet() -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, cfg: Cfg) -> HTMLResponse:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         total = session.execute(select(func.count()).select_from(RequestRow)).scalar_one()
         firewall = firewall_enabled(session)
     return render("home.html", request, total=total, firewall=firewall,
@@ -120,7 +120,7 @@ def transparency(
     period: Annotated[str, Query(max_length=10)] = "month",
 ) -> HTMLResponse:
     """The public report: suppressed small counts, charts with status changes marked."""
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         lo, hi = session.execute(
             select(func.min(RequestRow.received_at), func.max(RequestRow.received_at))
         ).one()
@@ -190,7 +190,7 @@ def ledger_page(request: Request, cfg: Cfg,
     """The ledger's head; ``?verify=1`` recomputes every hash and checks every signed head."""
     from safehaven.ledger.verify import verify_log
 
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         size, root = log.current_root(session)
         latest = heads.latest_head(session)
         signed = len(heads.all_heads(session))

@@ -1,0 +1,418 @@
+"""The online matcher's candidate index held in PostgreSQL instead of process memory.
+
+Why: the in-memory :class:`~safehaven.matching.index.RegisterIndex` costs ~106 MiB per
+million people (plus the releasable columns), so every API worker carries the whole
+register.  A deployment whose register is larger than a worker's memory, or that runs many
+small workers, can keep the index in PostgreSQL: each worker then holds only the model and a
+connection, and PostgreSQL's buffer cache and the OS page cache hold the hot pages once for
+every worker on the host.
+
+What is stored (one schema, default ``register_index``, beside or apart from the store):
+
+* ``people (row, record_id, <base columns>)``: per person, the *prepared* comparison
+  values: exactly the strings the in-memory index holds as categories (normalised,
+  ASCII-replaced), so the scorer sees the same values from either backend;
+* ``block_<i> (key, row)``, one per blocking rule in spec order, btree on ``key``
+  ``INCLUDE (row)`` (index-only scans): the rule's columns joined into one text key;
+* ``large_blocks (rule, key, n)``: the size of every block larger than ``size_floor`` rows,
+  so a trace can skip blocks over the cap without reading them (smaller blocks are under any
+  cap allowed, see :data:`SIZE_FLOOR`);
+* ``releasable (row, <releasable columns>)``: read only for a unique match, and only the
+  allow-listed columns (``register.RELEASABLE``; no clinical column is ever loaded);
+* ``meta``: the spec the index was built for, checked on connect, so an index built for a
+  different model spec is refused rather than silently matching differently.
+
+A trace computes the request's blocking keys as the in-memory index does, fetches every
+candidate with its comparison values in **one** statement (one arm per rule, ``UNION
+ALL``, the block-size cap applied in SQL), and scores them with the same
+:class:`~safehaven.matching.scorer.Scorer` code, candidates in ascending row order, so the
+result is identical to the in-memory matcher's (``tests/matching/test_pg_index.py``).
+
+The index is built with ``COPY`` into a scratch schema and swapped in with one transaction
+(drop old, rename new), so workers never see a half-built index and a failed build leaves
+the previous one in place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from safehaven.matching.index import Encoded, _arrow_strings, _encode_values, encode_arrow
+from safehaven.matching.scorer import MatchResult, Policy, Scorer, Weights
+from safehaven.matching.spec import ModelSpec, Scalar
+
+#: The environment variable that points the API and ``safehaven trace`` at a PostgreSQL
+#: candidate index (a ``postgresql://`` URL); unset, they build the index in memory.
+URL_ENV = "SAFEHAVEN_REGISTER_INDEX_URL"
+#: The schema holding the index; the build uses ``<schema>__build`` until the swap.
+DEFAULT_SCHEMA = "register_index"
+#: Blocks larger than this are listed in ``large_blocks`` with their size.  Any block not
+#: listed is at most this big, hence under every cap ≥ it; 100 keeps the table tiny (a few
+#: thousand rows at 10 M people) while any sensible cap (the default is 5,000) works.
+SIZE_FLOOR = 100
+#: Rows written per COPY chunk: bounds the build's extra memory to a few hundred MB.
+CHUNK_ROWS = 1_000_000
+_SEP = "\x1f"  # ASCII unit separator between a key's parts (escaped inside parts)
+_FORMAT = 1  # bump when the table layout changes; a mismatch asks for a rebuild
+
+
+class IndexMismatchError(RuntimeError):
+    """The stored index was built for another spec or layout: rebuild it."""
+
+
+def conninfo(url: str) -> str:
+    """A libpq URL from a SQLAlchemy one (``postgresql+psycopg://`` → ``postgresql://``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith(("postgresql", "postgres")):
+        raise ValueError(f"not a PostgreSQL URL: {scheme}://…")
+    return f"postgresql://{rest}"
+
+
+def _escape(part: str) -> str:
+    return part.replace("\\", "\\\\").replace(_SEP, "\\u")
+
+
+def _ascii(value: str) -> str:
+    # The in-memory index stores categories as ASCII bytes with "replace"; so do we.
+    return value.encode("ascii", "replace").decode("ascii")
+
+
+def query_key(parts: Sequence[Scalar]) -> str | None:
+    """The text key of one blocking rule for prepared request values (None: no key).
+
+    A rule with any null column generates no candidates, exactly as a missing code does
+    in the in-memory index.
+    """
+    if any(p is None for p in parts):
+        return None
+    return _SEP.join(_escape(_ascii(p)) for p in parts if p is not None)
+
+
+def _arrow_key(parts: Sequence[pa.Array]) -> pa.Array:
+    """The same key as :func:`query_key`, vectorised over register rows (null if any is)."""
+    escaped = [pc.replace_substring(pc.replace_substring(p, "\\", "\\\\"), _SEP, "\\u")
+               for p in parts]
+    if len(escaped) == 1:
+        return escaped[0]
+    return pc.binary_join_element_wise(*escaped, _SEP, null_handling="emit_null")
+
+
+def _table_names(spec: ModelSpec) -> list[str]:
+    return [f"block_{i}" for i in range(len(spec.blocking))]
+
+
+def _meta(spec: ModelSpec, size_floor: int, people: int,
+          releasable: Sequence[str]) -> dict[str, Any]:
+    return {"format": _FORMAT, "spec": spec.name, "base": list(spec.base),
+            "blocking": [list(k) for k in spec.blocking], "size_floor": size_floor,
+            "people": people, "releasable": list(releasable),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+@dataclass
+class BuildReport:
+    """What a build did and how long each step took (the benchmark records it)."""
+
+    people: int
+    schema: str
+    seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
+    large_blocks: int = 0
+
+
+def _copy_csv(cur: psycopg.Cursor[Any], table: sql.Composable, columns: Sequence[str],
+              data: pa.Table) -> None:
+    buf = io.BytesIO()
+    pacsv.write_csv(data, buf, pacsv.WriteOptions(include_header=False))
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    with cur.copy(stmt) as copy:
+        copy.write(buf.getbuffer())
+
+
+def build_index(url: str, table: pa.Table, spec: ModelSpec, *, id_column: str = "record_id",
+                releasable: Sequence[str] = (), schema: str = DEFAULT_SCHEMA,
+                size_floor: int = SIZE_FLOOR, chunk_rows: int = CHUNK_ROWS,
+                progress: Callable[[str], None] | None = None) -> BuildReport:
+    """Load ``table`` (the register, as Arrow) into a fresh index and swap it in.
+
+    Row numbers are positions in ``table``, as in the in-memory index, so both backends
+    name the same candidate by the same row and break ties the same way.
+    """
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    steps: dict[str, float] = {}
+    n = table.num_rows
+    build = f"{schema}__build"
+    s = sql.Identifier(build)
+
+    def step(name: str, since: float) -> float:
+        now = time.perf_counter()
+        steps[name] = round(now - since, 2)
+        say(f"{name}: {steps[name]:.1f}s")
+        return now
+
+    # Encode once (int32 codes + sorted categories per column, derived per category), then
+    # materialise strings chunk by chunk: the whole register as Python strings would not fit.
+    t = time.perf_counter()
+    base: dict[str, Encoded] = {c: encode_arrow(table.column(c), spec.normalise.get(c))
+                                for c in spec.base}
+    derived: dict[str, Encoded] = {}
+    for name, d in spec.derived.items():
+        src = base[d.source]
+        cats, per_cat = _encode_values([d.fn(c.decode("ascii")) for c in src.cats])
+        codes = np.full(n, -1, dtype=np.int32)
+        ok = src.codes >= 0
+        codes[ok] = per_cat[src.codes[ok]]
+        derived[name] = Encoded(cats, codes)
+    columns = {**base, **derived}
+    ids = pc.cast(table.column(id_column).combine_chunks(), pa.string())
+    t = step("encode", t)
+
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute("SET maintenance_work_mem = '512MB'")
+        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s))
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(s))
+        cur.execute(sql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value jsonb NOT NULL)"
+                            ).format(s))
+        people_cols = ["row", "record_id", *spec.base]
+        cur.execute(sql.SQL("CREATE TABLE {}.people (row int4 NOT NULL, record_id text NOT NULL"
+                            ", {})").format(s, sql.SQL(", ").join(
+                                sql.SQL("{} text").format(sql.Identifier(c))
+                                for c in spec.base)))
+        if releasable:
+            cur.execute(sql.SQL("CREATE TABLE {}.releasable (row int4 NOT NULL, {})").format(
+                s, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c))
+                                      for c in releasable)))
+        for tname in _table_names(spec):
+            cur.execute(sql.SQL("CREATE TABLE {}.{} (key text NOT NULL, row int4 NOT NULL)"
+                                ).format(s, sql.Identifier(tname)))
+
+        for lo in range(0, n, chunk_rows):
+            hi = min(n, lo + chunk_rows)
+            rows = pa.array(np.arange(lo, hi, dtype=np.int32))
+            strings = {c: _arrow_strings(e.cats, e.codes[lo:hi]) for c, e in columns.items()}
+            _copy_csv(cur, sql.SQL("{}.people").format(s), people_cols, pa.table(
+                [rows, ids.slice(lo, hi - lo), *(strings[c] for c in spec.base)],
+                names=people_cols))
+            if releasable:
+                part = table.slice(lo, hi - lo)
+                _copy_csv(cur, sql.SQL("{}.releasable").format(s), ["row", *releasable],
+                          pa.table([rows, *(pc.cast(part.column(c), pa.string())
+                                            for c in releasable)],
+                                   names=["row", *releasable]))
+            for tname, key_cols in zip(_table_names(spec), spec.blocking, strict=True):
+                keys = _arrow_key([strings[c] for c in key_cols])
+                valid = pc.is_valid(keys)
+                _copy_csv(cur, sql.SQL("{}.{}").format(s, sql.Identifier(tname)),
+                          ["key", "row"], pa.table([keys.filter(valid), rows.filter(valid)],
+                                                   names=["key", "row"]))
+            say(f"copied {hi:,} / {n:,}")
+        t = step("copy", t)
+
+        cur.execute(sql.SQL("ALTER TABLE {}.people ADD PRIMARY KEY (row)").format(s))
+        if releasable:
+            cur.execute(sql.SQL("ALTER TABLE {}.releasable ADD PRIMARY KEY (row)").format(s))
+        t = step("people_keys", t)
+        for tname in _table_names(spec):
+            cur.execute(sql.SQL("CREATE INDEX {} ON {}.{} (key) INCLUDE (row)").format(
+                sql.Identifier(f"{tname}_key"), s, sql.Identifier(tname)))
+        t = step("block_indexes", t)
+
+        cur.execute(sql.SQL("CREATE TABLE {}.large_blocks (rule int2 NOT NULL, key text NOT NULL"
+                            ", n int4 NOT NULL, PRIMARY KEY (rule, key))").format(s))
+        for i, tname in enumerate(_table_names(spec)):
+            cur.execute(sql.SQL("INSERT INTO {}.large_blocks SELECT {}, key, count(*) FROM {}.{}"
+                                " GROUP BY key HAVING count(*) > {}").format(
+                s, sql.Literal(i), s, sql.Identifier(tname), sql.Literal(size_floor)))
+        cur.execute(sql.SQL("SELECT count(*) FROM {}.large_blocks").format(s))
+        large = int(cur.fetchone()[0])  # type: ignore[index]
+        cur.execute(sql.SQL("INSERT INTO {}.meta VALUES ('index', %s)").format(s),
+                    (json.dumps(_meta(spec, size_floor, n, releasable)),))
+        t = step("block_sizes", t)
+        # Statistics for the planner, and the visibility map that lets the block lookups
+        # be index-only scans.
+        for tname in ["people", *(["releasable"] if releasable else []),
+                      *_table_names(spec), "large_blocks", "meta"]:
+            cur.execute(sql.SQL("VACUUM (ANALYZE) {}.{}").format(s, sql.Identifier(tname)))
+        t = step("vacuum", t)
+
+        with conn.transaction():
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(schema)))
+            cur.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                s, sql.Identifier(schema)))
+        step("swap", t)
+    return BuildReport(n, schema, round(time.perf_counter() - start, 2), steps, large)
+
+
+def index_size(url: str, schema: str = DEFAULT_SCHEMA) -> dict[str, int]:
+    """Bytes on disk per table of the index, heap + indexes + TOAST (for sizing)."""
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY c.relname", (schema,)).fetchall()
+    return {str(name): int(size) for name, size in rows}
+
+
+def drop_index(url: str, schema: str = DEFAULT_SCHEMA) -> None:
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One trace's candidates in ascending row order, encoded per base column."""
+
+    rows: npt.NDArray[np.int32]
+    record_ids: list[str]
+    codes: dict[str, npt.NDArray[np.int32]]
+    cats: dict[str, npt.NDArray[np.bytes_]]
+
+
+class PgCandidateIndex:
+    """Reads candidates from an index built by :func:`build_index`.
+
+    One connection per thread (the API calls the matcher from a thread pool, and a psycopg
+    connection runs one statement at a time), autocommit so no transaction is left open.
+    """
+
+    def __init__(self, url: str, spec: ModelSpec, columns: Sequence[str],
+                 schema: str = DEFAULT_SCHEMA) -> None:
+        self.url = conninfo(url)
+        self.spec = spec
+        self.schema = schema
+        self.columns = tuple(columns)
+        self._local = threading.local()
+        meta = self._meta()
+        expected = _meta(spec, meta.get("size_floor", SIZE_FLOOR), meta.get("people", 0),
+                         meta.get("releasable", []))
+        for key in ("format", "spec", "base", "blocking"):
+            if meta.get(key) != expected[key]:
+                raise IndexMismatchError(
+                    f"PostgreSQL register index {schema!r} was built for another {key} "
+                    f"({meta.get(key)!r}); rebuild it with `safehaven register index`")
+        self.size_floor = int(meta["size_floor"])
+        self.people = int(meta["people"])
+        self.releasable = tuple(str(c) for c in meta.get("releasable", []))
+        s = sql.Identifier(schema)
+        arms = [sql.SQL(
+            "SELECT b.row FROM {s}.{t} b WHERE b.key = {k} AND NOT EXISTS "
+            "(SELECT 1 FROM {s}.large_blocks l WHERE l.rule = {i} AND l.key = {k} "
+            "AND l.n > {cap})").format(s=s, t=sql.Identifier(t), k=sql.Placeholder(f"k{i}"),
+                                        i=sql.Literal(i), cap=sql.Placeholder("cap"))
+            for i, t in enumerate(_table_names(spec))]
+        self._candidates_sql = sql.SQL(
+            "SELECT p.row, p.record_id, {cols} FROM {s}.people p WHERE p.row IN ({arms}) "
+            "ORDER BY p.row").format(
+            cols=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c))
+                                    for c in self.columns),
+            s=s, arms=sql.SQL(" UNION ALL ").join(arms))
+        self._record_sql = sql.SQL("SELECT {cols} FROM {s}.releasable WHERE row = %s").format(
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in self.releasable or ("row",)),
+            s=s)
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self.url, autocommit=True)
+            self._local.conn = conn
+        return conn
+
+    def _execute(self, query: sql.Composed, params: Any) -> list[tuple[Any, ...]]:
+        """Run one statement; on a dropped connection, reconnect once and retry (reads)."""
+        for attempt in (0, 1):
+            try:
+                return self._conn().execute(query, params).fetchall()
+            except psycopg.OperationalError:
+                conn = getattr(self._local, "conn", None)
+                if conn is not None:
+                    conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _meta(self) -> dict[str, Any]:
+        try:
+            rows = self._execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'index'").format(
+                sql.Identifier(self.schema)), None)
+        except psycopg.errors.UndefinedTable as exc:
+            raise IndexMismatchError(
+                f"no PostgreSQL register index in schema {self.schema!r}: build it with "
+                "`safehaven register index --backend postgres`") from exc
+        if not rows:
+            raise IndexMismatchError(f"register index {self.schema!r} has no metadata")
+        return dict(rows[0][0])
+
+    def keys(self, prepared: Mapping[str, Scalar]) -> list[str | None]:
+        return [query_key([prepared.get(c) for c in key]) for key in self.spec.blocking]
+
+    def candidates(self, prepared: Mapping[str, Scalar], *, cap: int) -> Candidates:
+        """Every row sharing a blocking key with the request, blocks over ``cap`` skipped."""
+        if cap < self.size_floor:
+            raise ValueError(f"block cap {cap} is below the index's size floor "
+                             f"{self.size_floor}: rebuild with a smaller floor")
+        params: dict[str, Any] = {"cap": cap}
+        keys = self.keys(prepared)
+        for i, key in enumerate(keys):
+            params[f"k{i}"] = key
+        if all(k is None for k in keys):
+            fetched: list[tuple[Any, ...]] = []
+        else:
+            fetched = self._execute(self._candidates_sql, params)
+        rows = np.fromiter((r[0] for r in fetched), dtype=np.int32, count=len(fetched))
+        codes: dict[str, npt.NDArray[np.int32]] = {}
+        cats: dict[str, npt.NDArray[np.bytes_]] = {}
+        for j, col in enumerate(self.columns, start=2):
+            cats[col], codes[col] = _encode_values([r[j] for r in fetched])
+        return Candidates(rows, [str(r[1]) for r in fetched], codes, cats)
+
+    def releasable_row(self, row: int) -> dict[str, Any]:
+        found = self._execute(self._record_sql, (row,))
+        if not found or not self.releasable:
+            return {}
+        return dict(zip(self.releasable, found[0], strict=True))
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class PgMatcher(Scorer):
+    """The PostgreSQL backend: candidates from :class:`PgCandidateIndex`, scored here."""
+
+    def __init__(self, index: PgCandidateIndex, weights: Weights, policy: Policy | None = None):
+        super().__init__(index.spec, weights, policy)
+        self.index = index
+
+    @classmethod
+    def connect(cls, url: str, spec: ModelSpec, weights: Weights, policy: Policy | None = None,
+                schema: str = DEFAULT_SCHEMA) -> PgMatcher:
+        scorer = Scorer(spec, weights, policy)
+        return cls(PgCandidateIndex(url, spec, scorer.source_columns, schema), weights, policy)
+
+    def match_prepared(self, prepared: Mapping[str, Scalar]) -> MatchResult:
+        found = self.index.candidates(prepared, cap=self.policy.block_cap)
+        weights = self.score_encoded(prepared, len(found.rows), found.codes, found.cats)
+        return self.outcome(found.rows, weights, found.record_ids.__getitem__)
+
