@@ -57,6 +57,7 @@ def serve_command(
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     import uvicorn
 
+    from safehaven.api.server import NoDelayH11Protocol
     from safehaven.store.db import open_store, resolve_url
 
     settings = {"database_url": resolve_url(database_url),
@@ -70,11 +71,11 @@ def serve_command(
     # access_log off: paths are harmless but query strings may not be; errors still log.
     if workers == 1:
         uvicorn.run(worker_app(settings), host=host, port=port, log_level=log_level,
-                    access_log=False)
+                    access_log=False, http=NoDelayH11Protocol)
         return
     os.environ[SETTINGS_ENV] = json.dumps(settings)
     uvicorn.run("safehaven.cli.serve:worker_app", factory=True, workers=workers, host=host,
-                port=port, log_level=log_level, access_log=False)
+                port=port, log_level=log_level, access_log=False, http=NoDelayH11Protocol)
 
 
 #: How ``serve --workers N`` hands its options to the worker processes uvicorn starts.
