@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from loopback import Connection  # benchmarks/loopback.py
+from loopback import Connection, cpu_seconds  # benchmarks/loopback.py
 from safehaven.agreements import load_dir
 from safehaven.service import accounts
 from safehaven.store.db import open_store, session_factory, transaction
@@ -77,21 +77,6 @@ def start_server(url: str, home: Path, port: int, workers: int) -> subprocess.Po
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its live children (Linux ``/proc``): the
-    server's cost per request, which, unlike wall-clock throughput, does not depend on
-    what else the host is doing.  With ``--workers`` the children are the workers."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def main() -> int:

@@ -4,12 +4,17 @@ Why mixed: agencies submit and poll, reviewers read the queue and decide, agenci
 bulk files, overseers pull statistics, all at once, and the write lock is shared by all of
 them.  A submit-only figure (``bench_api.py``) says little about a reviewer's wait.
 
-Closed loop: ``--workers`` client threads, each picking an operation by weight (submit 40,
-poll 30, review 10, report 10, bulk 5 (20 rows), list 5) and paced so the total offered
-rate does not exceed ``--rate``.  Runs for ``--seconds`` (capped at 900) or ``--max-ops``,
-whichever is first; only 127.0.0.1 is ever targeted.  The server's RSS is sampled every
-second so a soak run (``--seconds 600``) shows whether memory grows without bound.  The
-per-agency rate limit is lifted for the run (it would otherwise be what is measured).
+Closed loop: ``--users`` virtual users (asyncio tasks over the lean keep-alive client in
+``loopback.py``, so that on a 2-core machine the load generator does not eat the CPU it is
+measuring), each picking an operation by weight (submit 40, poll 30, review 10, report 10,
+bulk 5 (20 rows), list 5) and paced so that the total offered rate does not exceed
+``--rate``.  Half the users are reviewers, half overseers: a reviewer's "report" becomes a
+list, an overseer's "review" a report.  A review is two calls (queue, then verdict) and
+counts as one operation.  Runs for ``--seconds`` (capped at 900) or ``--max-ops``,
+whichever is first; only 127.0.0.1 is ever targeted.  The server (``--server-workers``
+processes) is sampled every second for RSS, so a soak run (``--seconds 600``) shows whether
+memory grows without bound.  The per-agency rate limit is lifted for the run (it would
+otherwise be what is measured).
 
 Run: ``.venv/bin/python benchmarks/load.py --seconds 60`` (writes
 benchmarks/results/load.json; ``--out`` to write elsewhere, e.g. the soak run).
@@ -18,19 +23,17 @@ benchmarks/results/load.json; ``--out`` to write elsewhere, e.g. the soak run).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import random
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,22 +45,25 @@ from tests.faults.harness import (
     start_server,
 )
 
+from loopback import Connection, cpu_seconds, rss_kib, session_cookie  # benchmarks/
+
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 WEIGHTS = {"submit": 40, "poll": 30, "review": 10, "report": 10, "bulk": 5, "list": 5}
 TARGET_RPS = 500
+SESSION_COOKIE = "safehaven_session"
 
 
 class Stats:
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.lat: dict[str, list[float]] = {k: [] for k in WEIGHTS}
         self.status: dict[str, dict[int, int]] = {k: {} for k in WEIGHTS}
         self.transport_errors = 0
+        self.done = 0
 
     def add(self, op: str, seconds: float, status: int) -> None:
-        with self.lock:
-            self.lat[op].append(seconds)
-            self.status[op][status] = self.status[op].get(status, 0) + 1
+        self.lat[op].append(seconds)
+        self.status[op][status] = self.status[op].get(status, 0) + 1
+        self.done += 1
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -67,31 +73,29 @@ def _pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 1)
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def worker(n: int, base: str, token: str, stats: Stats, stop: threading.Event,
-           pace: float, ids: list[str], max_ops: int, done: list[int]) -> None:
+async def user(n: int, port: int, token: str, stats: Stats, stop_at: float, pace: float,
+               ids: list[str], max_ops: int, mix: dict[str, int]) -> None:
+    """One virtual user: an agency connection and a logged-in reviewer or overseer."""
     rng = random.Random(n)
-    ops, weights = zip(*WEIGHTS.items(), strict=True)
-    agency = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                          timeout=60)
-    person = httpx.Client(base_url=base, timeout=60)
+    ops, weights = zip(*mix.items(), strict=True)
+    agency = Connection("127.0.0.1", port, {"Authorization": f"Bearer {token}"})
+    person = Connection("127.0.0.1", port)
     role = "reviewer" if n % 2 == 0 else "overseer"
-    user = f"reviewer{n % 3}" if role == "reviewer" else "overseer"
-    csrf = person.post("/v1/session", json={"username": user,
-                                            "password": PASSWORD}).json()["csrf_token"]
+    name = f"reviewer{n % 3}" if role == "reviewer" else "overseer"
+    login = await person.request("POST", "/v1/session",
+                                 json_body={"username": name, "password": PASSWORD})
+    assert login.status == 200, login.body
+    csrf = login.json()["csrf_token"]
+    cookie = session_cookie(login, SESSION_COOKIE)
+    assert cookie, f"no {SESSION_COOKIE} cookie in {login.headers}"
+    person.headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
     seq = 0
-    next_at = time.monotonic()
-    while not stop.is_set() and done[0] < max_ops:
-        next_at += pace
+    next_at = time.monotonic() + rng.random() * pace
+    while time.monotonic() < stop_at and stats.done < max_ops:
         delay = next_at - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            await asyncio.sleep(delay)
+        next_at += pace
         op = rng.choices(ops, weights)[0]
         if op == "review" and role != "reviewer":
             op = "report"
@@ -101,72 +105,86 @@ def worker(n: int, base: str, token: str, stats: Stats, stop: threading.Event,
         t0 = time.perf_counter()
         try:
             if op == "submit":
-                r = agency.post("/v1/requests", json={**POLICE, "request_id": f"w{n}-{seq}"})
-                if r.status_code == 201:
+                r = await agency.request("POST", "/v1/requests",
+                                         json_body={**POLICE, "request_id": f"w{n}-{seq}"})
+                if r.status == 201:
                     ids.append(r.json()["id"])
             elif op == "poll":
                 rid = rng.choice(ids) if ids else "none"
-                r = agency.get(f"/v1/requests/{rid}")
+                r = await agency.request("GET", f"/v1/requests/{rid}")
             elif op == "list":
-                r = agency.get("/v1/requests?limit=20")
+                r = await agency.request("GET", "/v1/requests?limit=20")
             elif op == "report":
-                r = person.get("/v1/oversight/statistics")
+                r = await person.request("GET", "/v1/oversight/statistics")
             elif op == "bulk":
                 body = "".join(json.dumps({**POLICE, "request_id": f"w{n}-{seq}-{i}"}) + "\n"
-                               for i in range(20))
-                r = agency.post("/v1/requests/bulk", content=body,
-                                headers={"Content-Type": "application/x-ndjson"})
+                               for i in range(20)).encode()
+                r = await agency.request("POST", "/v1/requests/bulk", body=body,
+                                         content_type="application/x-ndjson")
             else:  # review: take the oldest not yet reviewed by me
-                q = person.get("/v1/review/queue?limit=5")
+                q = await person.request("GET", "/v1/review/queue?limit=5")
                 todo = [x["id"] for x in q.json().get("requests", [])
-                        if not x["reviewed_by_me"]] if q.status_code == 200 else []
+                        if not x["reviewed_by_me"]] if q.status == 200 else []
                 r = q
                 if todo:
-                    r = person.post(f"/v1/review/requests/{todo[0]}/verdict",
-                                    json={"verdict": "approve", "reason": "load test"},
-                                    headers={"X-CSRF-Token": csrf})
-        except httpx.TransportError:
-            with stats.lock:
-                stats.transport_errors += 1
+                    r = await person.request(
+                        "POST", f"/v1/review/requests/{todo[0]}/verdict",
+                        json_body={"verdict": "approve", "reason": "load test"},
+                        headers={"X-CSRF-Token": csrf})
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            stats.transport_errors += 1
             continue
-        stats.add(op, time.perf_counter() - t0, r.status_code)
-        with stats.lock:
-            done[0] += 1
+        stats.add(op, time.perf_counter() - t0, r.status)
+    await agency.close()
+    await person.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=TARGET_RPS, help="offered ops/s cap")
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--users", type=int, default=16, help="concurrent virtual users")
+    parser.add_argument("--server-workers", type=int, default=2,
+                        help="safehaven serve --workers (one per core)")
     parser.add_argument("--max-ops", type=int, default=600_000)
+    parser.add_argument("--mix", default=",".join(f"{k}={v}" for k, v in WEIGHTS.items()),
+                        help="operation weights, e.g. 'submit=1' to measure one kind alone")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     seconds = min(args.seconds, 900.0)
+    mix = {k: int(v) for k, _, v in (p.partition("=") for p in args.mix.split(","))}
+    if not set(mix) <= set(WEIGHTS) or not any(mix.values()):
+        parser.error(f"--mix: expected weights for some of {sorted(WEIGHTS)}")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="safehaven-load-") as tmp:
         ws = make_workspace(Path(tmp) / "ws")
         sign_head(ws)
         server = start_server(ws, extra_env={"SAFEHAVEN_AGENCY_RATE": "1e9",
-                                             "SAFEHAVEN_AGENCY_BURST": "1e9"})
-        stats, stop, ids, done = Stats(), threading.Event(), [], [0]
-        pace = args.workers / args.rate
-        threads = [threading.Thread(target=worker, daemon=True, args=(
-            n, server.base, ws.token, stats, stop, pace, ids, args.max_ops, done))
-            for n in range(args.workers)]
+                                             "SAFEHAVEN_AGENCY_BURST": "1e9"},
+                              extra_args=("--workers", str(args.server_workers)))
+        stats, ids = Stats(), []
+        pace = args.users / args.rate
         rss: list[tuple[float, int]] = []
-        cpu0 = _cpu(server.proc.pid)
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        while time.monotonic() - started < seconds and done[0] < args.max_ops:
-            time.sleep(1.0)
-            rss.append((round(time.monotonic() - started, 1), _rss_kib(server.proc.pid)))
-        stop.set()
-        for t in threads:
-            t.join(timeout=120)
-        elapsed = time.monotonic() - started
-        server_cpu = _cpu(server.proc.pid) - cpu0
+
+        async def drive() -> float:
+            started = time.monotonic()
+            stop_at = started + seconds
+
+            async def sample() -> None:
+                while time.monotonic() < stop_at and stats.done < args.max_ops:
+                    await asyncio.sleep(1.0)
+                    rss.append((round(time.monotonic() - started, 1),
+                                rss_kib(server.proc.pid)))
+
+            await asyncio.gather(sample(), *(
+                user(n, server.port, ws.token, stats, stop_at, pace, ids, args.max_ops, mix)
+                for n in range(args.users)))
+            return time.monotonic() - started
+
+        cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
+        elapsed = asyncio.run(drive())
+        server_cpu = cpu_seconds(server.proc.pid) - cpu0
+        client_cpu = time.process_time() - own0
         server.kill()
     all_lat = [x for xs in stats.lat.values() for x in xs]
     total = len(all_lat)
@@ -176,7 +194,8 @@ def main() -> int:
     summary: dict[str, Any] = {
         "benchmark": "mixed load on safehaven serve (SQLite WAL, synchronous=FULL)",
         "command": f"benchmarks/load.py --seconds {seconds:g} --rate {args.rate:g} "
-                   f"--workers {args.workers}",
+                   f"--users {args.users} --server-workers {args.server_workers} "
+                   f"--mix {args.mix}",
         "seconds": round(elapsed, 1),
         "operations": total,
         "ops_per_second": round(total / elapsed, 1),
@@ -193,7 +212,10 @@ def main() -> int:
                            "mean_last_third": _mean([r for _, r in rss[-third:]]),
                            "max": max((r for _, r in rss), default=0),
                            "samples": rss if seconds > 120 else rss[::5]},
+        "server_workers": args.server_workers,
         "server_cpu_seconds": round(server_cpu, 1),
+        "server_cpu_ms_per_operation": round(1000 * server_cpu / max(total, 1), 2),
+        "client_cpu_seconds": round(client_cpu, 1),
         "target": {"ops_per_second": TARGET_RPS, "http_5xx": 0},
         "meets_target": total / elapsed >= TARGET_RPS and five == 0,
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -212,11 +234,6 @@ def main() -> int:
 
 def _mean(xs: list[int]) -> int:
     return int(sum(xs) / len(xs)) if xs else 0
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -132,11 +132,13 @@ class Server:
 
 def start_server(ws: Workspace, *, timeout: float = 60.0,
                  preexec: Callable[[], None] | None = None,
-                 extra_env: dict[str, str] | None = None) -> Server:
+                 extra_env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> Server:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from safehaven.cli import main; main()", "serve",
-         "--host", "127.0.0.1", "--port", str(port), "--register", str(ws.register)],
+         "--host", "127.0.0.1", "--port", str(port), "--register", str(ws.register),
+         *extra_args],
         env={**ws.env(), **(extra_env or {})}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, preexec_fn=preexec,
     )

@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -238,7 +237,7 @@ async def submit_aggregate(
         return svc.release_view(done.row), done.created
 
     # Answered only after the writer has committed the row and its ledger entry.
-    view, created = await run_in_threadpool(cfg.writer.run, work)
+    view, created = await cfg.writer.run_async(work)
     status = 201 if created else 200
     if view["table"] is not None and wants_csv(request, fmt):
         return _csv_response(view, status)
@@ -260,7 +259,7 @@ def _json(view: dict[str, Any], status: int, headers: dict[str, str] | None = No
 def get_aggregate(
     release_id: ReleaseId, request: Request, cfg: Cfg, creds: auth.Creds, fmt: Format = None
 ) -> Any:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
         try:
             row = svc.get_release(session, release_id)
@@ -289,7 +288,7 @@ def list_aggregates(
     cfg: Cfg, creds: auth.Creds, state: StateFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
         rows = svc.list_releases(session, requester=principal.agency, state=state, limit=limit)
         return {"releases": [svc.release_view(r) for r in rows]}
@@ -308,7 +307,7 @@ def list_aggregates(
 def review_queue(
     cfg: Cfg, creds: auth.Creds, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         web = auth.person(session, cfg, creds, auth.REVIEWER)
         items = []
         for row in svc.pending_releases(session, limit=limit):
@@ -326,7 +325,7 @@ def review_queue(
     summary="One aggregate release in full: request, decision, table, reviews",
 )
 def review_show(release_id: ReleaseId, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.REVIEWER)
         try:
             return svc.review_view(svc.get_release(session, release_id))
@@ -342,12 +341,13 @@ def review_show(release_id: ReleaseId, cfg: Cfg, creds: auth.Creds) -> dict[str,
     summary="Approve or refuse an aggregate release, with a written reason "
     "(needs X-CSRF-Token)",
 )
-def review_verdict(
+async def review_verdict(
     release_id: ReleaseId, body: AggregateVerdict, cfg: Cfg, creds: auth.Creds
 ) -> dict[str, Any]:
     if not body.reason.strip():
         raise unprocessable(["reason: a written reason is required for every review"])
-    with transaction(cfg.factory) as session:
+
+    def work(session: Session) -> dict[str, Any]:
         web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
         assert web.username is not None
         try:
@@ -360,6 +360,8 @@ def review_verdict(
             raise ApiError(409, "cannot review this release now", [str(exc)]) from None
         return {"id": row.public_id, "state": row.state,
                 "approvals_needed": svc.approvals_needed(row)}
+
+    return await cfg.writer.run_async(work)
 
 
 # --- oversight ------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def oversight_list(
     cfg: Cfg, creds: auth.Creds, state: StateFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    with transaction(cfg.factory) as session:
+    with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.OVERSIGHT)
         rows = svc.list_releases(session, state=state, limit=limit)
         return {"releases": [svc.review_view(r) for r in rows]}

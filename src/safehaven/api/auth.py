@@ -41,11 +41,13 @@ class Credentials:
     csrf: str | None
 
 
-def credentials(
+async def credentials(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
     csrf: Annotated[str | None, Depends(_csrf)],
 ) -> Credentials:
+    # ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency in its
+    # thread pool, a thread hop per request for three attribute reads.
     return Credentials(bearer.credentials if bearer else None, cookie, csrf)
 
 

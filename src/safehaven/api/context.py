@@ -33,7 +33,8 @@ class ApiConfig:
     max_body_bytes: int = 64 * 1024
     max_bulk_rows: int = 10_000
     max_bulk_bytes: int = 20 * 1024 * 1024
-    bulk_batch: int = 100
+    #: Rows per group-commit unit in a bulk upload (see ``agencies._bulk_lines``).
+    bulk_batch: int = 25
     ledger_key: Callable[[], Ed25519PrivateKey] | None = None
     #: Each controller's records for aggregate releases, by controller id.
     datasets: Datasets = field(default_factory=workspace_datasets)
@@ -52,6 +53,7 @@ class ApiConfig:
         self.writer = GroupCommitter(self.factory, lock_path=lock)
 
 
-def config(request: Request) -> ApiConfig:
+async def config(request: Request) -> ApiConfig:
+    # ``async`` so FastAPI calls it on the event loop rather than in its thread pool.
     cfg: ApiConfig = request.app.state.config
     return cfg

@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from safehaven.api import auth
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError, errors, not_found, unprocessable
-from safehaven.api.views import reviewer_view
+from safehaven.api.views import reviewer_view, reviewer_views
 from safehaven.domain.lifecycle import IllegalTransition, State
 from safehaven.service import notifications, tracing
 from safehaven.service import requests as svc
@@ -64,15 +65,13 @@ def queue(
 ) -> dict[str, Any]:
     with transaction(cfg.reader) as session:
         web = auth.person(session, cfg, creds, auth.REVIEWER)
-        rows = session.execute(
+        rows = list(session.execute(
             select(RequestRow).where(RequestRow.state == State.IN_REVIEW.value)
             .order_by(RequestRow.received_at, RequestRow.id).limit(limit)
-        ).scalars()
-        items = []
-        for row in rows:
-            view = reviewer_view(session, row)
+        ).scalars())
+        items = reviewer_views(session, rows)
+        for view in items:
             view["reviewed_by_me"] = any(r["reviewer"] == web.username for r in view["reviews"])
-            items.append(view)
         return {"requests": items}
 
 
@@ -91,10 +90,15 @@ def show(request_id: str, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
 @router.post("/requests/{request_id}/verdict", response_model=VerdictResult,
              responses=errors(409), summary="Approve or refuse, with a written reason "
              "(needs X-CSRF-Token)")
-def verdict(request_id: str, body: Verdict, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+async def verdict(
+    request_id: str, body: Verdict, cfg: Cfg, creds: auth.Creds
+) -> dict[str, Any]:
     if not body.reason.strip():
         raise unprocessable(["reason: a written reason is required for every review"])
-    with transaction(cfg.factory) as session:
+
+    def work(session: Session) -> dict[str, Any]:
+        # Through the group-commit writer, like every other write on the hot paths (see
+        # ``api/writer.py``): the verdict and the trace it may trigger commit together.
         web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
         assert web.username is not None
         now = cfg.clock()
@@ -121,6 +125,8 @@ def verdict(request_id: str, body: Verdict, cfg: Cfg, creds: auth.Creds) -> dict
         row = svc.get_request(session, request_id)
         view = reviewer_view(session, row)
         return {"id": request_id, "state": state, "approvals_needed": view["approvals_needed"]}
+
+    return await cfg.writer.run_async(work)
 
 
 @router.get("/exemptions/overdue", response_model=Overdue, responses=errors(),

@@ -8,14 +8,15 @@ transitions, or (on any exception) the caller's rollback leaves nothing behind.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, bindparam, event, func, insert, select
+from sqlalchemy import Table, bindparam, event, func, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from safehaven.domain.agreement import Agreement
 from safehaven.domain.canonical import content_hash
@@ -67,6 +68,8 @@ class SubmitResult:
     outcome: str
     decision: dict[str, Any]
     created: bool
+    #: The stored row's primary key, for the caller's follow-up writes in the same unit.
+    row_id: int
 
 
 def request_body(request: TracingRequest) -> dict[str, Any]:
@@ -239,7 +242,7 @@ def submit(
     return SubmitResult(public_id=row.public_id, state=row.state,
                         outcome=decision.outcome.value,
                         decision=_decision_dict(DecisionRow(**decision_values)),
-                        created=True)
+                        created=True, row_id=row.id)
 
 
 _REQUESTS = cast(Table, RequestRow.__table__)
@@ -345,6 +348,7 @@ def _result(row: RequestRow, *, created: bool) -> SubmitResult:
         outcome=row.decision.outcome,
         decision=_decision_dict(row.decision),
         created=created,
+        row_id=row.id,
     )
 
 
@@ -564,10 +568,28 @@ def request_summary(row: RequestRow) -> dict[str, Any]:
 
 def request_view(session: Session, row: RequestRow) -> dict[str, Any]:
     """Everything stored about one request, as plain JSON-able data."""
-    transitions = session.execute(
-        select(TransitionRow).where(TransitionRow.request_id == row.id).order_by(TransitionRow.id)
-    ).scalars()
-    return {
+    return request_views(session, [row])[0]
+
+
+def request_views(session: Session, rows: Sequence[RequestRow]) -> list[dict[str, Any]]:
+    """:func:`request_view` for many requests in three queries, whatever their number.
+
+    Why: a reviewer's queue shows fifty requests, each with its decision, reviews and
+    lifecycle; loading them row by row cost three queries a request (most of a queue
+    call's time).  Decisions and reviews come in with one ``IN`` query each (SQLAlchemy's
+    ``selectinload``), transitions with another.
+    """
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    load_related(session, rows)
+    steps: dict[int, list[TransitionRow]] = {i: [] for i in ids}
+    for t in session.execute(
+        select(TransitionRow).where(TransitionRow.request_id.in_(ids))
+        .order_by(TransitionRow.id)
+    ).scalars():
+        steps[t.request_id].append(t)
+    return [{
         **request_summary(row),
         "reviews": [
             {"reviewer": r.reviewer, "verdict": r.verdict, "reason": r.reason,
@@ -577,9 +599,23 @@ def request_view(session: Session, row: RequestRow) -> dict[str, Any]:
         "transitions": [
             {"from": t.from_state, "to": t.to_state, "event": t.event, "actor": t.actor,
              "at": as_utc(t.at).isoformat()}
-            for t in transitions
+            for t in steps[row.id]
         ],
-    }
+    } for row in rows]
+
+
+def load_related(session: Session, rows: Sequence[RequestRow], *, reviews: bool = True) -> None:
+    """Load the decisions (and reviews) of ``rows`` with one query each, not one per row.
+
+    A single row is left to lazy loading, which costs the same number of queries.
+    """
+    wanted = ("decision", "reviews") if reviews else ("decision",)
+    pending = [r.id for r in rows if any(a in inspect(r).unloaded for a in wanted)]
+    if len(pending) > 1:
+        options = [selectinload(getattr(RequestRow, a)) for a in wanted]
+        session.execute(
+            select(RequestRow).where(RequestRow.id.in_(pending)).options(*options)
+        ).scalars().all()
 
 
 def list_requests(session: Session, *, state: str | None, limit: int) -> list[dict[str, Any]]:

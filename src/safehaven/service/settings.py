@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from safehaven.domain.canonical import content_hash
@@ -23,9 +24,13 @@ def firewall_enabled(session: Session) -> bool:
     """
     cached = session.info.get(_CACHE)
     if cached is None:
-        row = session.get(SettingRow, FIREWALL_KEY)
-        cached = session.info[_CACHE] = row is None or row.value == "on"
+        # One column through Core: every submit's unit of work asks this first.
+        value = session.connection().execute(_FIREWALL_VALUE).scalar_one_or_none()
+        cached = session.info[_CACHE] = value is None or value == "on"
     return bool(cached)
+
+
+_FIREWALL_VALUE = select(SettingRow.value).where(SettingRow.key == FIREWALL_KEY)
 
 
 def set_firewall(session: Session, enabled: bool, *, actor: str, reason: str) -> None:

@@ -17,7 +17,7 @@ import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from safehaven.domain.decision import AgreementSet
@@ -49,6 +49,16 @@ def link(session: Session, request_row_id: int, nhs_number: str, *, source: str)
         session.add(
             RequestSubjectRow(request_id=request_row_id, nhs_number=nhs_number, source=source)
         )
+
+
+_LINK = insert(RequestSubjectRow)
+
+
+def link_new(session: Session, request_row_id: int, nhs_number: str, *, source: str) -> None:
+    """:func:`link` for a request created in this unit, which has no links yet: one Core
+    INSERT and no lookup (every submit that names an NHS number comes here)."""
+    session.connection().execute(
+        _LINK, {"request_id": request_row_id, "nhs_number": nhs_number, "source": source})
 
 
 def issue_code(session: Session, nhs_number: str, birthdate: date, *, at: datetime) -> str:

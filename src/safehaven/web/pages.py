@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
@@ -286,7 +287,7 @@ def review_detail(request_id: str, request: Request, cfg: Cfg,
 
 
 @router.post("/review/{request_id}", response_model=None)
-def review_verdict(
+async def review_verdict(
     request_id: str, request: Request, cfg: Cfg,
     verdict: Annotated[str, Form(max_length=10)],
     reason: Annotated[str, Form(max_length=4000)] = "",
@@ -295,7 +296,7 @@ def review_verdict(
     exemption_reason: Annotated[str, Form(max_length=4000)] = "",
     review_on: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
-    web = _who(cfg, request)
+    web = await run_in_threadpool(_who, cfg, request)
     if web is None or web.role != "reviewer":
         return _login_redirect(f"/review/{request_id}")
     problems: list[str] = []
@@ -307,7 +308,7 @@ def review_verdict(
                                             review_on=date.fromisoformat(review_on))
         body = reviewers.Verdict(verdict=verdict, reason=reason,
                                  exemption=exemption)
-        result = reviewers.verdict(request_id, body, cfg, _creds(request, csrf_token))
+        result = await reviewers.verdict(request_id, body, cfg, _creds(request, csrf_token))
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     except ValueError:
@@ -315,7 +316,7 @@ def review_verdict(
     except ApiError as exc:
         problems = exc.problems or [exc.error]
     if problems:
-        view = reviewers.show(request_id, cfg, _creds(request))
+        view = await run_in_threadpool(reviewers.show, request_id, cfg, _creds(request))
         agreement = cfg.agreements.get(view["agreement"])
         return render("request.html", request, status=422, web=web, r=view,
                       exemptions=agreement.notification.exemptions if agreement else [],
