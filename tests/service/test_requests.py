@@ -342,3 +342,55 @@ def test_concurrent_same_key_submits_create_one_request(factory, agreements):
     assert sum(r.created for r in results) == 1
     with transaction(factory) as s:
         assert s.scalar(select(func.count()).select_from(RequestRow)) == 1
+
+
+# --- work done before the transaction (svc.prepare) --------------------------------------
+
+
+def test_prepared_decision_is_rechecked_against_the_firewall_in_force(factory, agreements):
+    """A submit prepared under the firewall as last seen (on) but stored after another
+    process switched it off is decided under "off": the guess never decides."""
+    request = req(NHS_TRACE)
+    prepared = svc.prepare(request, agreements, received_at=AT, firewall_on=True)
+    assert prepared.decision is not None and prepared.decision.outcome.value == "refused"
+    with transaction(factory) as s:
+        settings.set_firewall(s, False, actor="caldicott-guardian", reason="test")
+    with transaction(factory) as s:
+        result = svc.submit(s, request, agreements, received_at=AT, prepared=prepared)
+    assert result.outcome == "needs_review" and result.decision["firewall"] == "off"
+
+
+def test_prepared_decision_is_used_when_it_still_holds(factory, agreements):
+    request = req(POLICE)
+    prepared = svc.prepare(request, agreements, received_at=AT, firewall_on=True)
+    assert prepared.decision is not None
+    with transaction(factory) as s:
+        result = svc.submit(s, request, agreements, received_at=AT, prepared=prepared)
+    assert result.outcome == prepared.decision.outcome.value
+    assert result.decision["rules"] == [r.to_dict() for r in prepared.decision.rules]
+    with transaction(factory) as s:
+        row = s.execute(select(RequestRow).where(RequestRow.public_id == result.public_id)
+                        ).scalar_one()
+        assert row.body_sha256 == prepared.body_sha
+
+
+def test_capped_agreements_are_decided_inside_the_transaction(factory, agreements):
+    """The monthly cap needs the locked counter, so nothing is decided beforehand."""
+    request = req(DFE_TRACE)
+    prepared = svc.prepare(request, agreements, received_at=AT, firewall_on=False)
+    assert prepared.decision is None
+    with transaction(factory) as s:
+        settings.set_firewall(s, False, actor="ctl", reason="test")
+    with transaction(factory) as s:
+        svc.submit(s, request, agreements, received_at=AT, prepared=prepared)
+        used = s.execute(select(CapCounterRow.used)).scalar_one()
+    assert used == 1
+
+
+def test_prepared_for_another_request_is_refused(factory, agreements):
+    prepared = svc.prepare(req(POLICE), agreements, received_at=AT, firewall_on=True)
+    with transaction(factory) as s, pytest.raises(ValueError, match="prepared"):
+        svc.submit(s, req(POLICE), agreements, received_at=AT, prepared=prepared)
+    with transaction(factory) as s, pytest.raises(ValueError, match="prepared"):
+        svc.submit(s, prepared.request, agreements, received_at=AT + timedelta(seconds=1),
+                   prepared=prepared)

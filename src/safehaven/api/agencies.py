@@ -31,6 +31,7 @@ from safehaven.domain.request import RequestFormatError, TracingRequest, parse_r
 from safehaven.service import requests as svc
 from safehaven.service import subjects, tracing
 from safehaven.service.accounts import AgencyPrincipal
+from safehaven.service.settings import firewall_guess
 from safehaven.store.db import transaction
 from safehaven.store.models import RequestRow
 
@@ -93,14 +94,25 @@ def _check_scope(principal: AgencyPrincipal, request: TracingRequest) -> None:
         )
 
 
+def prepare_one(cfg: ApiConfig, principal: AgencyPrincipal,
+                request: TracingRequest) -> svc.Prepared:
+    """Scope-check and do the pure part of a submit, before the writer (see
+    ``service.requests.Prepared``)."""
+    _check_scope(principal, request)
+    return svc.prepare(request, cfg.agreements, received_at=cfg.clock(),
+                       firewall_on=firewall_guess())
+
+
 def submit_one(
-    session: Session, cfg: ApiConfig, principal: AgencyPrincipal, request: TracingRequest
+    session: Session, cfg: ApiConfig, principal: AgencyPrincipal, request: TracingRequest,
+    prepared: svc.Prepared | None = None,
 ) -> Submitted:
     """Scope-check, submit, and finish at once what needs no human (e.g. status checks)."""
     _check_scope(principal, request)
-    now = cfg.clock()
+    now = prepared.received_at if prepared is not None else cfg.clock()
     try:
-        result = svc.submit(session, request, cfg.agreements, received_at=now)
+        result = svc.submit(session, request, cfg.agreements, received_at=now,
+                            prepared=prepared)
     except svc.IdempotencyConflictError as exc:
         raise ApiError(409, "idempotency conflict", [str(exc)]) from None
     state = result.state
@@ -143,11 +155,17 @@ REQUEST_BODY = {
 async def submit_request(request: Request, cfg: Cfg, creds: auth.Creds) -> JSONResponse:
     obj = await read_json_object(request, cfg.max_body_bytes)
 
-    def work(session: Session) -> Submitted:
-        principal = auth.agency(session, cfg, creds)
-        return submit_one(session, cfg, principal, tracing_request(obj, principal.agency))
+    def before() -> tuple[AgencyPrincipal, TracingRequest, svc.Prepared]:
+        # Outside the writer: authenticate (a snapshot read), parse and decide.  A token
+        # revoked in the next few milliseconds still covers a request received before.
+        with transaction(cfg.reader) as session:
+            principal = auth.agency(session, cfg, creds)
+        req = tracing_request(obj, principal.agency)
+        return principal, req, prepare_one(cfg, principal, req)
 
-    done = await cfg.writer.run_async(work)
+    principal, req, prepared = await run_in_threadpool(before)
+    done = await cfg.writer.run_async(
+        lambda session: submit_one(session, cfg, principal, req, prepared))
     # Encoded here, not through ``response_model``: the body is built by our own code from
     # the stored decision, and re-validating a 17-rule explanation on the hottest route
     # cost as much as storing it.  The model still documents the response in OpenAPI and
@@ -304,10 +322,13 @@ def parse_bulk(raw: bytes, kind: str, max_rows: int) -> list[dict[str, Any] | li
     return rows
 
 
-def _row_result(
-    session: Session, cfg: ApiConfig, principal: AgencyPrincipal, n: int,
-    item: dict[str, Any] | list[str],
-) -> dict[str, Any]:
+Row = dict[str, Any] | tuple[int, TracingRequest, svc.Prepared]
+
+
+def _prepare_row(
+    cfg: ApiConfig, principal: AgencyPrincipal, n: int, item: dict[str, Any] | list[str]
+) -> Row:
+    """A bulk row parsed, scope-checked and prepared, or its result if it fails that."""
     if isinstance(item, list):
         return {"row": n, "status": 422, "problems": item}
     if "requester" not in item:
@@ -317,8 +338,19 @@ def _row_result(
     except RequestFormatError as exc:
         return {"row": n, "status": 422, "problems": exc.problems}
     try:
+        return n, req, prepare_one(cfg, principal, req)
+    except ApiError as exc:
+        return {"row": n, "status": exc.status, "problems": exc.problems or [exc.error]}
+
+
+def _row_result(session: Session, cfg: ApiConfig, principal: AgencyPrincipal,
+                row: Row) -> dict[str, Any]:
+    if isinstance(row, dict):
+        return row
+    n, req, prepared = row
+    try:
         with session.begin_nested():
-            done = submit_one(session, cfg, principal, req)
+            done = submit_one(session, cfg, principal, req, prepared)
     except ApiError as exc:
         return {"row": n, "status": exc.status, "problems": exc.problems or [exc.error]}
     return {"row": n, "status": 201 if done.result.created else 200, **_accepted(done)}
@@ -339,11 +371,14 @@ async def _bulk_lines(
     size = max(1, cfg.bulk_batch)
     for start in range(0, len(rows), size):
         batch = rows[start:start + size]
+        # Parsed and decided in the thread pool (not on the event loop, not in the writer).
+        ready = await run_in_threadpool(
+            lambda start=start, batch=batch: [  # type: ignore[misc]
+                _prepare_row(cfg, principal, start + i + 1, item)
+                for i, item in enumerate(batch)])
 
-        def unit(session: Session, start: int = start,
-                 batch: list[dict[str, Any] | list[str]] = batch) -> list[dict[str, Any]]:
-            return [_row_result(session, cfg, principal, start + i + 1, item)
-                    for i, item in enumerate(batch)]
+        def unit(session: Session, ready: list[Row] = ready) -> list[dict[str, Any]]:
+            return [_row_result(session, cfg, principal, row) for row in ready]
 
         try:
             results = await cfg.writer.run_async(unit)

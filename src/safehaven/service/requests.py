@@ -164,6 +164,46 @@ def _lock_counter(session: Session, agreement_id: str, month: str) -> CapCounter
     return counter
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a submit can work out before its transaction: the canonical body, its hash and
+    (unless the agreement caps volume) the decision under the firewall setting last seen.
+
+    Why: every write goes through one writer at a time (SQLite's lock, or the cap
+    counter's row lock on PostgreSQL), so whatever a submit computes while holding it
+    delays every other agency.  :func:`submit` reuses this only if it still holds inside
+    the transaction (same firewall setting, no cap counter to read) and otherwise decides
+    again, so the outcome never depends on the guess.
+    """
+
+    request: TracingRequest
+    received_at: datetime
+    body: dict[str, Any]
+    body_sha: str
+    firewall_on: bool
+    firewall: FirewallPolicy
+    decision: Decision | None
+
+
+def prepare(
+    request: TracingRequest,
+    agreements: AgreementSet,
+    *,
+    received_at: datetime,
+    firewall_on: bool,
+    firewall: FirewallPolicy = DEFAULT_POLICY,
+) -> Prepared:
+    """The part of :func:`submit` that needs no database (pure; call it outside the lock)."""
+    body = request_body(request)
+    agreement = agreements.get(request.agreement)
+    decision = None
+    if agreement is None or agreement.volume_cap is None:
+        decision = decide(request, agreements, received_on=received_at.date(),
+                          firewall_on=firewall_on, firewall=firewall, cap_usage=0)
+    return Prepared(request, received_at, body, content_hash(body), firewall_on, firewall,
+                    decision)
+
+
 def submit(
     session: Session,
     request: TracingRequest,
@@ -172,14 +212,24 @@ def submit(
     received_at: datetime,
     firewall: FirewallPolicy = DEFAULT_POLICY,
     firewall_on: bool | None = None,
+    prepared: Prepared | None = None,
 ) -> SubmitResult:
     """Record, decide and (unless refused) count a request against its cap.
 
     Idempotent on ``(requester, request_id)``: the same body returns the stored result, a
-    different body raises :class:`IdempotencyConflictError`.
+    different body raises :class:`IdempotencyConflictError`.  ``prepared`` (from
+    :func:`prepare` for this request, time and policy) saves the work done before the
+    transaction.
     """
-    body = request_body(request)
-    body_sha = content_hash(body)
+    if prepared is not None and (prepared.request is not request
+                                 or prepared.received_at != received_at
+                                 or prepared.firewall is not firewall):
+        raise ValueError("prepared: made for another request, time or firewall policy")
+    if prepared is None:
+        body = request_body(request)
+        body_sha = content_hash(body)
+    else:
+        body, body_sha = prepared.body, prepared.body_sha
     if request.request_id is not None:
         earlier = _replay(session, request, body_sha)
         if earlier is not None:
@@ -193,14 +243,18 @@ def submit(
     if agreement is not None and agreement.volume_cap is not None:
         counter = _lock_counter(session, agreement.id, received_at.strftime("%Y-%m"))
         usage = counter.used
-    decision = decide(
-        request,
-        agreements,
-        received_on=received_at.date(),
-        firewall_on=firewall_on,
-        firewall=firewall,
-        cap_usage=usage,
-    )
+    if (prepared is not None and prepared.decision is not None and counter is None
+            and prepared.firewall_on == firewall_on):
+        decision = prepared.decision
+    else:
+        decision = decide(
+            request,
+            agreements,
+            received_on=received_at.date(),
+            firewall_on=firewall_on,
+            firewall=firewall,
+            cap_usage=usage,
+        )
 
     # The row is built with its whole first run of steps (received, decided, then refused,
     # in review or approved) before anything is written: one INSERT with the final state,

@@ -14,6 +14,15 @@ FIREWALL_KEY = "firewall"
 
 
 _CACHE = "safehaven.firewall_enabled"
+#: The setting this process saw last (on until read): a guess for work done before a
+#: transaction starts, which the transaction then checks (``requests.prepare``).
+_last_seen = [True]
+
+
+def firewall_guess() -> bool:
+    """The firewall setting as this process last read it, without a query.  Only a guess:
+    use it for work that the transaction re-checks against :func:`firewall_enabled`."""
+    return _last_seen[0]
 
 
 def firewall_enabled(session: Session) -> bool:
@@ -27,6 +36,7 @@ def firewall_enabled(session: Session) -> bool:
         # One column through Core: every submit's unit of work asks this first.
         value = session.connection().execute(_FIREWALL_VALUE).scalar_one_or_none()
         cached = session.info[_CACHE] = value is None or value == "on"
+        _last_seen[0] = bool(cached)
     return bool(cached)
 
 
