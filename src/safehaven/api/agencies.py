@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from safehaven.api import auth
 from safehaven.api.body import read_json_object, read_limited, require_type, tracing_request
@@ -231,8 +231,10 @@ def list_requests(
 ) -> dict[str, Any]:
     with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
+        # The agency's view never shows the stored body: not loaded (nor JSON-decoded).
         query = (
             select(RequestRow).where(RequestRow.requester == principal.agency)
+            .options(defer(RequestRow.body))
             .order_by(RequestRow.id.desc()).limit(limit)
         )
         if state:

@@ -123,8 +123,8 @@ async def verdict(
         except (svc.ReviewError, IllegalTransition) as exc:
             raise ApiError(409, "cannot review this request now", [str(exc)]) from None
         row = svc.get_request(session, request_id)
-        view = reviewer_view(session, row)
-        return {"id": request_id, "state": state, "approvals_needed": view["approvals_needed"]}
+        return {"id": request_id, "state": state,
+                "approvals_needed": svc.approvals_needed(row)}
 
     return await cfg.writer.run_async(work)
 

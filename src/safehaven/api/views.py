@@ -72,10 +72,7 @@ def reviewer_views(session: Session, rows: Sequence[RequestRow]) -> list[dict[st
     for row, view in zip(rows, views, strict=True):
         match, disclosure = outcomes[row.id]
         view["body"] = row.body
-        approvals = [r for r in view["reviews"] if r["verdict"] == "approve"]
-        required = row.decision.reviewers_required if row.decision else 0
-        view["approvals_needed"] = (max(0, required - len(approvals))
-                                    if row.state == "in_review" else 0)
+        view["approvals_needed"] = svc.approvals_needed(row)
         view["match"] = {"status": match.status, "score": match.score} if match else None
         view["disclosure"] = (
             {"fields": disclosure.fields, "new_information": disclosure.new_information}

@@ -216,19 +216,31 @@ def start_session(
                       account.username if account else None, subject_nhs_number, row.expires_at)
 
 
+_SESSION_LOOKUP = (
+    select(WebSessionRow.role, WebSessionRow.account_id, WebSessionRow.csrf_token,
+           WebSessionRow.subject_nhs_number, WebSessionRow.expires_at,
+           AccountRow.username, AccountRow.role.label("account_role"), AccountRow.disabled_at)
+    .outerjoin(AccountRow, AccountRow.id == WebSessionRow.account_id)
+    .where(WebSessionRow.token_sha256 == bindparam("digest"))
+)
+
+
 def load_session(session: Session, token: str, *, at: datetime) -> WebSession | None:
+    """The live session for a cookie, with its account checked (not disabled, same role).
+
+    One Core query for session and account: every reviewer, overseer and subject call
+    starts here.  (Sessions are flushed when created, so the connection sees them.)
+    """
     if not token or len(token) > 200:
         return None
-    row = session.get(WebSessionRow, digest(token))
+    row = session.connection().execute(_SESSION_LOOKUP, {"digest": digest(token)}).first()
     if row is None or as_utc(row.expires_at) <= at:
         return None
-    username: str | None = None
-    if row.account_id is not None:
-        account = session.get(AccountRow, row.account_id)
-        if account is None or account.disabled_at is not None or account.role != row.role:
-            return None
-        username = account.username
-    return WebSession(token, row.csrf_token, row.role, row.account_id, username,
+    if row.account_id is not None and (
+        row.username is None or row.disabled_at is not None or row.account_role != row.role
+    ):
+        return None
+    return WebSession(token, row.csrf_token, row.role, row.account_id, row.username,
                       row.subject_nhs_number, as_utc(row.expires_at))
 
 

@@ -16,7 +16,8 @@ from typing import Any, Literal, cast
 from sqlalchemy import Table, bindparam, event, func, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from safehaven.domain.agreement import Agreement
 from safehaven.domain.canonical import content_hash
@@ -431,6 +432,16 @@ def get_request(session: Session, public_id: str) -> RequestRow:
     return row
 
 
+def approvals_needed(row: RequestRow) -> int:
+    """How many more approvals, from reviewers who have not yet reviewed it, the request
+    needs before it is approved; 0 unless it is in review."""
+    if row.state != State.IN_REVIEW.value:
+        return 0
+    approvals = sum(1 for r in row.reviews if r.verdict == "approve")
+    required = row.decision.reviewers_required if row.decision else 0
+    return max(0, required - approvals)
+
+
 def review(
     session: Session,
     public_id: str,
@@ -661,15 +672,28 @@ def request_views(session: Session, rows: Sequence[RequestRow]) -> list[dict[str
 def load_related(session: Session, rows: Sequence[RequestRow], *, reviews: bool = True) -> None:
     """Load the decisions (and reviews) of ``rows`` with one query each, not one per row.
 
-    A single row is left to lazy loading, which costs the same number of queries.
+    The related rows are selected by request id and attached as already loaded
+    (``set_committed_value``) rather than by selecting the requests again with
+    ``selectinload``, which would decode every request's JSON body a second time.  A single
+    row is left to lazy loading, which costs the same number of queries.
     """
-    wanted = ("decision", "reviews") if reviews else ("decision",)
-    pending = [r.id for r in rows if any(a in inspect(r).unloaded for a in wanted)]
-    if len(pending) > 1:
-        options = [selectinload(getattr(RequestRow, a)) for a in wanted]
-        session.execute(
-            select(RequestRow).where(RequestRow.id.in_(pending)).options(*options)
-        ).scalars().all()
+    need_decision = [r for r in rows if "decision" in inspect(r).unloaded]
+    need_reviews = [r for r in rows if "reviews" in inspect(r).unloaded] if reviews else []
+    if len(need_decision) > 1:
+        found = {d.request_id: d for d in session.execute(
+            select(DecisionRow).where(DecisionRow.request_id.in_([r.id for r in need_decision]))
+        ).scalars()}
+        for r in need_decision:
+            set_committed_value(r, "decision", found.get(r.id))
+    if len(need_reviews) > 1:
+        by_request: dict[int, list[ReviewRow]] = {r.id: [] for r in need_reviews}
+        for review_row in session.execute(
+            select(ReviewRow).where(ReviewRow.request_id.in_(list(by_request)))
+            .order_by(ReviewRow.id)
+        ).scalars():
+            by_request[review_row.request_id].append(review_row)
+        for r in need_reviews:
+            set_committed_value(r, "reviews", by_request[r.id])
 
 
 def list_requests(session: Session, *, state: str | None, limit: int) -> list[dict[str, Any]]:
