@@ -2,10 +2,11 @@
 
 Why: an agency's case system calls ``POST /v1/requests`` synchronously, and each 201 means
 the request, its decision, its transitions and their ledger entries are committed (WAL,
-``synchronous=FULL``).  This starts ``safehaven serve`` on a fresh SQLite workspace on a free
-loopback port, creates an agency token, and drives it from ``--concurrency`` client threads
-for at most ``--count`` requests or ``--seconds`` seconds, whichever ends first.  Only
-127.0.0.1 is ever targeted.
+``synchronous=FULL``).  This starts ``safehaven serve --workers N`` (one per core) on a
+fresh SQLite workspace on a free loopback port (the fault harness's workspace and server),
+and drives it from ``--concurrency`` keep-alive connections (the lean asyncio client in
+``loopback.py``) for at most ``--count`` requests or ``--seconds`` seconds, whichever ends
+first.  Only 127.0.0.1 is ever targeted.
 
 Every request is a police tracing request (needs review), so each is stored, decided with
 every rule explained, counted, and appended to the ledger three times (received, decided,
@@ -21,9 +22,7 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.faults.harness import make_workspace, start_server
 
 from loopback import Connection, cpu_seconds  # benchmarks/loopback.py
-from safehaven.agreements import load_dir
-from safehaven.service import accounts
-from safehaven.store.db import open_store, session_factory, transaction
 
 TARGET_RPS = 500
 TARGET_P99_MS = 50.0
@@ -52,33 +50,6 @@ POLICE: dict[str, Any] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(url: str, home: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    # The per-agency rate limit (300/s by default) is a policy ceiling, not the capacity
-    # being measured: lifted here, as in load.py.
-    env = {**os.environ, "SAFEHAVEN_HOME": str(home), "SAFEHAVEN_DATABASE_URL": url,
-           "SAFEHAVEN_AGENCY_RATE": "1e9", "SAFEHAVEN_AGENCY_BURST": "1e9"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from safehaven.cli import main; main()", "serve",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000, help="at most this many requests")
@@ -90,17 +61,15 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="safehaven-bench-"))
-    url = f"sqlite:///{home / 'bench.db'}"
-    engine = open_store(url)
-    with transaction(session_factory(engine)) as s:
-        token, _ = accounts.create_agency_token(
-            s, load_dir(), "metropolitan-police", scope=None, label="bench",
-            at=datetime.now(UTC))
-    engine.dispose()
-    port = free_port()
-    server = start_server(url, home, port, args.workers)
-    headers = {"Authorization": f"Bearer {token}"}
+    tmp = tempfile.TemporaryDirectory(prefix="safehaven-bench-")
+    ws = make_workspace(Path(tmp.name) / "ws")
+    # The per-agency rate limit (300/s by default) is a policy ceiling, not the capacity
+    # being measured: lifted here, as in load.py.
+    server = start_server(ws, extra_env={"SAFEHAVEN_AGENCY_RATE": "1e9",
+                                         "SAFEHAVEN_AGENCY_BURST": "1e9"},
+                          extra_args=("--workers", str(args.workers)))
+    port = server.port
+    headers = {"Authorization": f"Bearer {ws.token}"}
     latencies: list[float] = []
     errors: list[int] = []
 
@@ -130,18 +99,18 @@ def main() -> int:
                     errors.append(r.status)
             await conn.close()
 
-        cpu0, own0 = cpu_seconds(server.pid), time.process_time()
+        cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - started
-        return elapsed, cpu_seconds(server.pid) - cpu0, time.process_time() - own0
+        return elapsed, cpu_seconds(server.proc.pid) - cpu0, time.process_time() - own0
 
     try:
         load_before = os.getloadavg()[0]
         elapsed, server_cpu, client_cpu = asyncio.run(drive())
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.kill()
+        tmp.cleanup()
 
     done = len(latencies)
     ordered = sorted(latencies)

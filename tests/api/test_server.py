@@ -11,11 +11,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from safehaven.api.server import NoDelayH11Protocol, set_nodelay
+from safehaven.api.server import (
+    HTTP_PROTOCOL,
+    NoDelayH11Protocol,
+    NoDelayHttpToolsProtocol,
+    set_nodelay,
+)
 from safehaven.cli import app
 
 
-def _nodelay_of_accepted(apply: bool) -> int:
+def _nodelay_of_accepted(apply: bool, loop: str = "asyncio") -> int:
     """Accept one connection on a protocol-0 listener; report TCP_NODELAY on it."""
     seen: list[int] = []
 
@@ -43,7 +48,12 @@ def _nodelay_of_accepted(apply: bool) -> int:
         server.close()
         await server.wait_closed()
 
-    asyncio.run(run())
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
     assert len(seen) == 1
     return seen[0]
 
@@ -54,8 +64,11 @@ def test_asyncio_leaves_nagle_on_for_a_protocol_zero_listener() -> None:
     assert _nodelay_of_accepted(apply=False) == 0
 
 
-def test_set_nodelay_turns_nagle_off() -> None:
-    assert _nodelay_of_accepted(apply=True) != 0
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_set_nodelay_turns_nagle_off(loop: str) -> None:
+    # uvicorn serves on uvloop when it is installed (it is a dependency): its transports
+    # hand out a pseudo-socket, which must take the option too.
+    assert _nodelay_of_accepted(apply=True, loop=loop) != 0
 
 
 def test_unix_sockets_are_left_alone() -> None:
@@ -84,4 +97,11 @@ def test_serve_runs_uvicorn_with_the_nodelay_protocol(
                                       f"sqlite:///{tmp_path / 's.db'}", "--workers", workers])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
-    assert calls[0]["http"] is NoDelayH11Protocol
+    assert calls[0]["http"] is HTTP_PROTOCOL
+
+
+def test_both_protocols_turn_nagle_off() -> None:
+    # httptools is a dependency, so it is the one served; h11 stays a working fallback.
+    assert HTTP_PROTOCOL is NoDelayHttpToolsProtocol
+    for cls in (NoDelayH11Protocol, NoDelayHttpToolsProtocol):
+        assert cls.connection_made is not cls.__mro__[1].connection_made

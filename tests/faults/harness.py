@@ -125,8 +125,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def kill(self) -> None:
+        """SIGKILL the server and, with ``--workers``, every worker: the server runs in a
+        session of its own, so the whole process group goes at once, as in a power cut."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
 
@@ -140,7 +143,7 @@ def start_server(ws: Workspace, *, timeout: float = 60.0,
          "--host", "127.0.0.1", "--port", str(port), "--register", str(ws.register),
          *extra_args],
         env={**ws.env(), **(extra_env or {})}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, preexec_fn=preexec,
+        stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

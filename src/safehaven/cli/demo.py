@@ -290,7 +290,7 @@ def _serve(database_url: str | None, matcher: Any, port: int, accounts: dict[str
     from safehaven.agreements import load_dir
     from safehaven.api.app import create_app
     from safehaven.api.context import ApiConfig
-    from safehaven.api.server import NoDelayH11Protocol
+    from safehaven.api.server import HTTP_PROTOCOL
     from safehaven.store.db import open_store
     from safehaven.web import pages
 
@@ -308,4 +308,4 @@ def _serve(database_url: str | None, matcher: Any, port: int, accounts: dict[str
                                print_codes=True))
     pages.install(app)  # no-op once create_app mounts the pages itself
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                http=NoDelayH11Protocol)
+                http=HTTP_PROTOCOL)

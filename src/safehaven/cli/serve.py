@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,7 @@ def serve_command(
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     import uvicorn
 
-    from safehaven.api.server import NoDelayH11Protocol
+    from safehaven.api.server import HTTP_PROTOCOL
     from safehaven.store.db import open_store, resolve_url
 
     settings = {"database_url": resolve_url(database_url),
@@ -71,15 +74,40 @@ def serve_command(
     # access_log off: paths are harmless but query strings may not be; errors still log.
     if workers == 1:
         uvicorn.run(worker_app(settings), host=host, port=port, log_level=log_level,
-                    access_log=False, http=NoDelayH11Protocol)
+                    access_log=False, http=HTTP_PROTOCOL)
         return
     os.environ[SETTINGS_ENV] = json.dumps(settings)
     uvicorn.run("safehaven.cli.serve:worker_app", factory=True, workers=workers, host=host,
-                port=port, log_level=log_level, access_log=False, http=NoDelayH11Protocol)
+                port=port, log_level=log_level, access_log=False, http=HTTP_PROTOCOL)
 
 
 #: How ``serve --workers N`` hands its options to the worker processes uvicorn starts.
 SETTINGS_ENV = "SAFEHAVEN_SERVE_SETTINGS"
+#: How long a worker whose supervisor died gets to finish its requests before it exits.
+ORPHAN_GRACE_SECONDS = 10.0
+
+
+def watch_supervisor(supervisor: int, *, every: float = 1.0) -> threading.Thread:
+    """Shut this worker down if the ``serve --workers`` process that started it dies.
+
+    Why: uvicorn's supervisor restarts and stops its workers, but if it is killed (OOM
+    killer, ``kill -9``) the workers are re-parented and keep the port, and each one's
+    health-check thread spins on the closed pipe (seen here at 10–30 % of a core each), so
+    a restarted ``serve`` cannot bind and the orphans keep answering with no supervisor.
+    A worker that sees its parent change stops like on ``SIGTERM`` (finishing requests in
+    flight; every acknowledged request is already committed) and exits after a grace
+    period if it has not.
+    """
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="safehaven-supervisor-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def worker_app(settings: dict[str, Any] | None = None) -> Any:
@@ -88,8 +116,9 @@ def worker_app(settings: dict[str, Any] | None = None) -> Any:
     from safehaven.api.context import ApiConfig
     from safehaven.store.db import open_store
 
-    if settings is None:
+    if settings is None:  # a worker of ``serve --workers N``
         settings = json.loads(os.environ[SETTINGS_ENV])
+        watch_supervisor(os.getppid())
     agreements_dir = settings["agreements_dir"]
     register = settings["register"]
     agreements = load_agreements(Path(agreements_dir) if agreements_dir else None)

@@ -1,0 +1,72 @@
+"""``safehaven serve --workers N``: workers do not outlive their supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults.harness import free_port
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _workers(supervisor: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(supervisor):
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHAVEN_")}
+    env["SAFEHAVEN_HOME"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from safehaven.cli import main; main()", "serve",
+         "--port", str(port), "--workers", "2",
+         "--database-url", f"sqlite:///{tmp_path / 's.db'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, "serve exited"
+            assert time.monotonic() < deadline, "serve did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        workers = _workers(proc.pid)
+        assert len(workers) >= 2, workers  # two workers (and multiprocessing's tracker)
+        proc.send_signal(signal.SIGKILL)  # the supervisor only, as the OOM killer would
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), "workers outlived their supervisor"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
