@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from safehaven.api import auth
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError, errors
 from safehaven.service import accounts
 from safehaven.service.accounts import WebSession
+from safehaven.store.accounts import AccountRow
 from safehaven.store.db import transaction
 
 router = APIRouter(prefix="/v1", tags=["session"])
@@ -45,18 +47,39 @@ def info(web: WebSession) -> dict[str, Any]:
             "expires_at": web.expires_at.isoformat()}
 
 
+async def log_in(cfg: ApiConfig, username: str, password: str) -> WebSession | None:
+    """Check a reviewer's or overseer's password and open a session (API and pages).
+
+    The password hash (argon2, tens of milliseconds by design) is checked in a read-only
+    snapshot in the thread pool, never while holding the write lock every submit waits
+    for; the session is then written through the group-commit writer, which checks again
+    that the account was not disabled in between.
+    """
+    def check() -> int | None:
+        with transaction(cfg.reader) as session:
+            account = accounts.verify_login(session, username, password)
+            return None if account is None else account.id
+
+    account_id = await run_in_threadpool(check)
+    if account_id is None:
+        return None
+
+    def work(session: Session) -> WebSession | None:
+        account = session.get(AccountRow, account_id)
+        if account is None or account.disabled_at is not None:
+            return None
+        return accounts.start_session(session, role=account.role, account=account,
+                                      at=cfg.clock())
+
+    return await cfg.writer.run_async(work)
+
+
 @router.post("/session", response_model=SessionInfo, responses=errors(),
              summary="Log in (reviewer or oversight); sets the session cookie")
 async def login(body: Login, response: Response, cfg: Cfg) -> dict[str, Any]:
-    def work() -> WebSession:
-        with transaction(cfg.factory) as session:
-            account = accounts.verify_login(session, body.username, body.password)
-            if account is None:
-                raise ApiError(401, "wrong username or password")
-            return accounts.start_session(session, role=account.role, account=account,
-                                          at=cfg.clock())
-
-    web = await run_in_threadpool(work)
+    web = await log_in(cfg, body.username, body.password)
+    if web is None:
+        raise ApiError(401, "wrong username or password")
     set_cookie(response, cfg, web)
     return info(web)
 

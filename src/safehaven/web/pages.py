@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from safehaven.api import auth, reviewers, subjects
+from safehaven.api import auth, people, reviewers, subjects
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError
 from safehaven.domain.statistics import Period
@@ -224,16 +224,13 @@ def review_login_form(request: Request, next: str = "/review") -> HTMLResponse:
 
 
 @router.post("/review/login", response_model=None)
-def review_login(
+async def review_login(
     request: Request, cfg: Cfg,
     username: Annotated[str, Form(max_length=80)],
     password: Annotated[str, Form(max_length=1000)],
     next: Annotated[str, Form(max_length=200)] = "/review",
 ) -> Response:
-    with transaction(cfg.factory) as session:
-        account = accounts.verify_login(session, username, password)
-        web = None if account is None else accounts.start_session(
-            session, role=account.role, account=account, at=cfg.clock())
+    web = await people.log_in(cfg, username, password)
     if web is None:
         return render("login.html", request, status=401, next=next,
                       error="Wrong username or password.")
