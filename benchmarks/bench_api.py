@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults.harness import make_workspace, start_server
+from tests.faults.harness import cpu_seconds, make_workspace, start_server
 
-from loopback import Connection, cpu_seconds  # benchmarks/loopback.py
+from loopback import Connection  # benchmarks/loopback.py
 
 TARGET_RPS = 500
 TARGET_P99_MS = 50.0

@@ -40,12 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.faults.harness import (
     PASSWORD,
     POLICE,
+    cpu_seconds,
     make_workspace,
+    rss_kib,
     sign_head,
     start_server,
 )
 
-from loopback import Connection, cpu_seconds, rss_kib, session_cookie  # benchmarks/
+from loopback import Connection, session_cookie  # benchmarks/
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 WEIGHTS = {"submit": 40, "poll": 30, "review": 10, "report": 10, "bulk": 5, "list": 5}

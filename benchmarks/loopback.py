@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -113,36 +111,3 @@ def session_cookie(response: Response, name: str) -> str | None:
         if key.strip() == name:
             return rest.split(";", 1)[0]
     return None
-
-
-def _process_tree(pid: int) -> list[tuple[int, list[str]]]:
-    """``(pid, /proc/pid/stat fields after the name)`` for ``pid`` and its live children
-    (``safehaven serve --workers N`` runs N children under a supervisor)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            found.append((int(stat.parent.name), fields))
-    return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a server process and its live children (Linux ``/proc``): the
-    server's cost per request, which, unlike wall-clock throughput, does not depend on
-    what else the host is doing."""
-    tick = os.sysconf("SC_CLK_TCK")
-    return sum((int(f[11]) + int(f[12])) / tick for _, f in _process_tree(pid))
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a server process and its live children, KiB."""
-    total = 0
-    for child, _ in _process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.harness import free_port
+from tests.faults.harness import free_port, process_tree
 
 
 def _group_alive(pgid: int) -> bool:
@@ -21,18 +21,6 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _workers(supervisor: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(supervisor):
-            found.append(int(stat.parent.name))
-    return found
 
 
 @pytest.mark.slow
@@ -57,7 +45,7 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        workers = _workers(proc.pid)
+        workers = [p for p in process_tree(proc.pid) if p != proc.pid]
         assert len(workers) >= 2, workers  # two workers (and multiprocessing's tracker)
         proc.send_signal(signal.SIGKILL)  # the supervisor only, as the OOM killer would
         proc.wait(timeout=10)

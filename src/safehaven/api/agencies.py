@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, defer
 from safehaven.api import auth
 from safehaven.api.body import read_json_object, read_limited, require_type, tracing_request
 from safehaven.api.context import ApiConfig, config
-from safehaven.api.errors import ApiError, errors, forbidden, not_found, unprocessable
+from safehaven.api.errors import ApiError, errors, not_found, unprocessable
 from safehaven.api.views import agency_view, agency_views
 from safehaven.domain.request import RequestFormatError, TracingRequest, parse_request_obj
 from safehaven.service import requests as svc
@@ -84,14 +84,7 @@ class Submitted:
 
 
 def _check_scope(principal: AgencyPrincipal, request: TracingRequest) -> None:
-    if request.requester != principal.agency:
-        raise forbidden(
-            f"requester: this token belongs to {principal.agency!r}, not {request.requester!r}"
-        )
-    if request.agreement not in principal.agreements:
-        raise forbidden(
-            f"agreement: this token may only be used under {sorted(principal.agreements)}"
-        )
+    auth.check_scope(principal, request.requester, request.agreement)
 
 
 def prepare_one(cfg: ApiConfig, principal: AgencyPrincipal,

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from safehaven.api import auth
 from safehaven.api.body import read_json_object
 from safehaven.api.context import ApiConfig, config
-from safehaven.api.errors import ApiError, errors, forbidden, not_found, unprocessable
+from safehaven.api.errors import ApiError, errors, not_found, unprocessable
 from safehaven.domain.request import (
     AggregateRequest,
     RequestFormatError,
@@ -189,14 +189,7 @@ def _parse(obj: dict[str, Any], agency: str) -> AggregateRequest:
 
 def _check_scope(principal: AgencyPrincipal, request: AggregateRequest) -> None:
     """The same scope rule as ``POST /v1/requests``: your own name, your token's agreements."""
-    if request.requester != principal.agency:
-        raise forbidden(
-            f"requester: this token belongs to {principal.agency!r}, not {request.requester!r}"
-        )
-    if request.agreement not in principal.agreements:
-        raise forbidden(
-            f"agreement: this token may only be used under {sorted(principal.agreements)}"
-        )
+    auth.check_scope(principal, request.requester, request.agreement)
 
 
 # --- requesting agencies --------------------------------------------------------------

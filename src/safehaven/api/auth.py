@@ -65,6 +65,18 @@ def agency(session: Session, cfg: ApiConfig, creds: Credentials) -> AgencyPrinci
     raise unauthorized("an agency API token is required (Authorization: Bearer ...)")
 
 
+def check_scope(principal: AgencyPrincipal, requester: str, agreement: str) -> None:
+    """An agency acts in its own name, under the agreements its token is scoped to."""
+    if requester != principal.agency:
+        raise forbidden(
+            f"requester: this token belongs to {principal.agency!r}, not {requester!r}"
+        )
+    if agreement not in principal.agreements:
+        raise forbidden(
+            f"agreement: this token may only be used under {sorted(principal.agreements)}"
+        )
+
+
 def person(
     session: Session,
     cfg: ApiConfig,
