@@ -83,6 +83,8 @@ CONNECT_TIMEOUT_S = 5
 #: Pooled connections per process: a worker runs a few traces at once (one per thread of
 #: the API's pool that is matching); more waiting threads queue for a connection.
 POOL_MIN, POOL_MAX = 2, 8
+#: ``application_name`` of the build's session (find it in ``pg_stat_activity``).
+BUILD_APPLICATION_NAME = "safehaven-register-index-build"
 _SEP = "\x1f"  # ASCII unit separator between a key's parts (escaped inside parts)
 _FORMAT = 2  # bump when the table layout changes; a mismatch asks for a rebuild
 #: ``<schema>__build`` must stay within PostgreSQL's 63-byte identifiers (a longer name is
@@ -262,8 +264,8 @@ def build_index(url: str, table: pa.Table, spec: ModelSpec, *, id_column: str = 
     ids = pc.cast(table.column(id_column).combine_chunks(), pa.string())
     t = step("encode", t)
 
-    with psycopg.connect(conninfo(url), autocommit=True,
-                         connect_timeout=CONNECT_TIMEOUT_S) as conn:
+    with psycopg.connect(conninfo(url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                         application_name=BUILD_APPLICATION_NAME) as conn:
         cur = conn.cursor()
         locked = cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(schema),)).fetchone()
         if not locked or not locked[0]:
