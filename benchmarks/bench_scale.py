@@ -158,7 +158,7 @@ def pg_rows() -> list[dict[str, Any]]:
             "build_server_cpu_seconds": doc.get("build", {}).get("server_backend_cpu_seconds"),
             "disk_mib": doc["disk"]["total_mib"],
             "disk_mib_per_million": doc["disk"]["mib_per_million"],
-            "hot_mib_per_million": doc["disk"]["hot_mib_per_million"],
+            "trace_reads_mib_per_million": doc["disk"]["trace_reads_mib_per_million"],
             "worker_rss_mib_pg": pg["rss_mib_after_traces"],
             "worker_rss_mib_memory": mem["rss_mib_after_traces"],
             "worker_rss_mib_before_load": mem["rss_mib_before_load"],
@@ -177,21 +177,25 @@ def print_pg_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("(no benchmarks/results/trace_pg_*.json: run bench_trace.py --backend postgres)")
         return
-    print(f"{'PG index':>12} {'build s':>8} {'disk MiB':>9} {'MiB/M':>6} {'worker RSS':>11} "
-          f"{'(in-mem)':>9} {'p50 ms':>7} {'p99 ms':>7}  same  load")
+    print(f"{'PG index':>12} {'build s':>8} {'disk MiB':>9} {'MiB/M':>6} {'read/M':>6} "
+          f"{'worker RSS':>11} {'(in-mem)':>9} {'p50 ms':>7} {'p99 ms':>7}  same  load")
     for r in rows:
         print(f"{r['people']:>12,} {r['build_seconds'] or '-':>8} {r['disk_mib']:>9.0f} "
-              f"{r['disk_mib_per_million']:>6.0f} {r['worker_rss_mib_pg']:>11} "
-              f"{r['worker_rss_mib_memory']:>9} {r['p50_ms']:>7} {r['p99_ms']:>7}  "
-              f"{'yes' if r['identical'] else 'NO':>4}  {r['load_average']}")
+              f"{r['disk_mib_per_million']:>6.0f} {r['trace_reads_mib_per_million']:>6.0f} "
+              f"{r['worker_rss_mib_pg']:>11} {r['worker_rss_mib_memory']:>9} {r['p50_ms']:>7} "
+              f"{r['p99_ms']:>7}  {'yes' if r['identical'] else 'NO':>4}  {r['load_average']}")
     big = rows[-1]
     k = NATIONAL / big["people"]
     base = big["worker_rss_mib_before_load"]  # the API worker before any register
     build = f"{big['build_seconds'] * k:.0f}" if big["build_seconds"] else "-"
+    in_memory = base + (big["worker_rss_mib_memory"] - base) * k
     print(f"{NATIONAL:>12,} {build:>8} {big['disk_mib'] * k:>9.0f} "
-          f"{big['disk_mib_per_million']:>6.0f} {big['worker_rss_mib_pg']:>11} "
-          f"{base + (big['worker_rss_mib_memory'] - base) * k:>9.0f} {'-':>7} {'-':>7}        "
+          f"{big['disk_mib_per_million']:>6.0f} {big['trace_reads_mib_per_million']:>6.0f} "
+          f"{big['worker_rss_mib_pg']:>11} {in_memory:>9.0f} {'-':>7} {'-':>7}        "
           f"(extrapolated from {big['people']:,})")
+    print("read/M: MiB per million people that traces read (keep it in RAM on the database "
+          "host); worker RSS: an API-like process after 20,000 traces, PostgreSQL backend "
+          "and (in-mem) the in-memory backend")
 
 
 # -- parity -------------------------------------------------------------------------------

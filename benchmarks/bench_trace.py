@@ -226,11 +226,61 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def disk_report(url: str, schema: str, people: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-relation sizes of the index, and per million people: on disk, and the part a
+    trace reads (people heap + key, the block tables' covering btrees).  The block tables'
+    heaps are never read by a trace (index-only scans on all-visible pages), and the
+    releasable table is read once per unique match."""
+    import psycopg
+
+    from safehaven.matching.pg_index import conninfo
+
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, pg_relation_size(c.oid), pg_indexes_size(c.oid), "
+            "pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            (schema,)).fetchall()
+    mib, per_m = 2**20, 1_000_000 / people
+    relations = {str(r[0]): {"heap_mib": round(r[1] / mib, 1), "indexes_mib": round(r[2] / mib, 1),
+                             "total_mib": round(r[3] / mib, 1)} for r in rows}
+    total = sum(int(r[3]) for r in rows)
+    hot = sum(int(r[3]) if r[0] in ("people", "large_blocks", "meta") else
+              int(r[2]) if str(r[0]).startswith("block_") else 0 for r in rows)
+    return relations, {
+        "total_mib": round(total / mib, 1), "mib_per_million": round(total / mib * per_m, 1),
+        "trace_reads_mib_per_million": round(hot / mib * per_m, 1),
+        "releasable_mib_per_million": round(
+            relations.get("releasable", {}).get("total_mib", 0.0) * per_m, 1),
+        "note": "trace_reads = people (heap + primary key) and the block tables' covering "
+                "btrees: what must stay in cache for traces to avoid disk reads"}
+
+
+def candidate_counts(url: str, schema: str, req_path: Path, count: int) -> dict[str, Any]:
+    """How many register rows a trace scores (the work per trace grows with this, and
+    this grows with the register until blocks reach the cap): from the PostgreSQL index."""
+    from safehaven.matching.index import prepare_values
+    from safehaven.matching.online import subject_values
+    from safehaven.matching.pg_index import PgCandidateIndex
+    from safehaven.matching.scorer import Policy
+
+    index = PgCandidateIndex(url, PERSON_SPEC, PERSON_SPEC.base, schema)
+    cap = Policy().block_cap
+    try:
+        sizes = [len(index.candidates(prepare_values(PERSON_SPEC, subject_values(
+            json.loads(line)["subject"])), cap=cap).rows)
+            for _, line in zip(range(count), req_path.open(), strict=False)]
+    finally:
+        index.close()
+    return {"requests": len(sizes), "p50": pct(sizes, 50), "p90": pct(sizes, 90),
+            "p99": pct(sizes, 99), "max": max(sizes), "mean": round(statistics.mean(sizes), 1)}
+
+
 def run_postgres(args: argparse.Namespace, reg_path: Path, truth_path: Path,
                  model_path: Path) -> int:
     """Build the PostgreSQL index, then trace through both backends in fresh workers."""
     from safehaven.matching.online import RELEASABLE_COLUMNS
-    from safehaven.matching.pg_index import BUILD_APPLICATION_NAME, build_index, index_size
+    from safehaven.matching.pg_index import BUILD_APPLICATION_NAME, build_index
 
     if not args.database_url:
         raise SystemExit("--database-url is required with --backend postgres")
@@ -281,17 +331,8 @@ def run_postgres(args: argparse.Namespace, reg_path: Path, truth_path: Path,
               f"CPU {sum(server.values()):.1f}s)", flush=True)
         del table
         gc.collect()
-    sizes = index_size(args.database_url, args.schema)
-    total = sum(sizes.values())
-    per_m = 1_000_000 / args.people
-    result["relation_mib"] = {k: round(v / 2**20, 1) for k, v in sizes.items()}
-    result["disk"] = {"total_mib": round(total / 2**20, 1),
-                      "mib_per_million": round(total / 2**20 * per_m, 1),
-                      "hot_mib_per_million": round(
-                          (total - sizes.get("releasable", 0)) / 2**20 * per_m, 1),
-                      "note": "hot = what traces read (people and the block tables' "
-                              "indexes, heaps included as PostgreSQL stores them); the "
-                              "releasable table is read once per unique match"}
+    result["relation_mib"], result["disk"] = disk_report(args.database_url, args.schema,
+                                                         args.people)
     print("relations (MiB):", result["relation_mib"], flush=True)
 
     workers: dict[str, dict[str, Any]] = {}
@@ -310,6 +351,9 @@ def run_postgres(args: argparse.Namespace, reg_path: Path, truth_path: Path,
               f"{w['p50_ms']} ms, p99 {w['p99_ms']} ms, max {w['max_ms']} ms; client CPU p50 "
               f"{w['client_cpu_p50_ms']} ms; server CPU/trace {w['server_cpu_ms_per_trace']}"
               f" ms; load {w['load_average_1m_before_after']}", flush=True)
+    result["candidates_per_trace"] = candidate_counts(
+        args.database_url, args.schema, args.workdir /
+        f"register_{args.people}.requests_s{args.request_seed}.jsonl", 2000)
     pg_out = [tuple(o) for o in workers["postgres"].pop("outcomes")]
     mem_out = [tuple(o) for o in workers["memory"].pop("outcomes")]
     same = sum(1 for a, b in zip(pg_out, mem_out, strict=True)
