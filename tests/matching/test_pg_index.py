@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,48 @@ def test_a_rebuild_is_seen_by_a_connected_matcher_and_a_stale_row_releases_nothi
         assert after.row == len(part) - 1 - 4
         assert pg.record(after, ("address-postalcode",)) == {
             "address-postalcode": part.iloc[4]["postcode"]}
+    finally:
+        pg.close()
+
+
+class RebuildAfterMatch:
+    """The real PostgreSQL matcher, with a real rebuild landing between a match and its
+    record lookup (the race a rebuild can cause), once."""
+
+    def __init__(self, pg: PgRegisterMatcher, url: str, table: pa.Table) -> None:
+        self.pg, self.url, self.table, self.rebuilt = pg, url, table, False
+
+    def match(self, subject: Any) -> MatchResult:
+        return self.pg.match(subject)
+
+    def record(self, result: MatchResult, permitted: Any) -> dict[str, Any]:
+        if not self.rebuilt:
+            self.rebuilt = True
+            build_index(self.url, self.table, PERSON_SPEC, releasable=RELEASABLE_COLUMNS,
+                        schema="race")
+        return self.pg.record(result, permitted)
+
+
+def test_the_service_rematches_when_a_rebuild_lands_between_match_and_record(
+    pg_module_url: str, frame: pd.DataFrame, model_file: Path
+) -> None:
+    from safehaven.domain.request import Subject
+    from safehaven.service.register_matcher import WorkspaceRegister
+
+    part = frame.iloc[:1000].reset_index(drop=True)
+    build_index(pg_module_url, pa.Table.from_pandas(part, preserve_index=False), PERSON_SPEC,
+                releasable=RELEASABLE_COLUMNS, schema="race")
+    flipped = pa.Table.from_pandas(part.iloc[::-1].reset_index(drop=True),
+                                   preserve_index=False)
+    pg = PgRegisterMatcher.load(pg_module_url, model_file, schema="race")
+    try:
+        racing = RebuildAfterMatch(pg, pg_module_url, flipped)
+        values = {**_subject(part, 4), "birthdate": date.fromisoformat(part.iloc[4]["birthdate"])}
+        found = WorkspaceRegister(racing).match(Subject.model_validate(values))
+        assert racing.rebuilt
+        assert found.status == "matched" and found.record_id == part.iloc[4]["record_id"]
+        assert found.record["address-postalcode"] == part.iloc[4]["postcode"]
+        assert found.record["nhs_number"] == part.iloc[4]["nhs_number"]
     finally:
         pg.close()
 
