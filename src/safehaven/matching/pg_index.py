@@ -560,8 +560,12 @@ class PgMatcher(Scorer):
                 schema: str = DEFAULT_SCHEMA, **options: Any) -> PgMatcher:
         """``options`` go to :class:`PgCandidateIndex` (timeout, pool sizes)."""
         scorer = Scorer(spec, weights, policy)
-        return cls(PgCandidateIndex(url, spec, scorer.source_columns, schema, **options),
-                   weights, policy)
+        index = PgCandidateIndex(url, spec, scorer.source_columns, schema, **options)
+        try:
+            return cls(index, weights, policy)
+        except BaseException:
+            index.close()  # its pool's threads and connections would outlive the error
+            raise
 
     def match_prepared(self, prepared: Mapping[str, Scalar]) -> MatchResult:
         found = self.index.candidates(prepared, cap=self.policy.block_cap)
