@@ -13,6 +13,15 @@ construction (one code per row per column, one sorted array per blocking key), w
 trace latency grows with block sizes, so the 70 M latency is *not* extrapolated — the
 measured trend is reported instead.
 
+**PostgreSQL index.**  The sizing table is followed by the PostgreSQL-resident index's
+rows, read from ``benchmarks/results/trace_pg_<people>.json`` (written by
+``bench_trace.py --backend postgres``, which builds the index and traces through both
+backends in API-like worker processes): build time, relation sizes on disk, the worker's
+RSS with the PostgreSQL backend beside the in-memory one, and trace latency; the 70 M row
+scales disk, build time and the in-memory worker linearly, while the PostgreSQL worker's
+RSS does not grow with the register.  ``--sizes ""`` prints both tables from the results
+files without measuring.
+
 **Parity.**  ``batch.link`` on DuckDB and on Spark (``local[2]``) with the same model, on
 all of FEBRL4 (5,000 + 5,000) and on a 100 k synthetic register with 10 k requests:
 every request's (status, record_id) must be identical and the best/runner-up weights
@@ -136,6 +145,57 @@ def print_table(rows: list[dict[str, Any]], national: dict[str, Any]) -> None:
     print(f"{NATIONAL:>12,} {national['index_build_minutes'] * 60:>8.0f} "
           f"{national['index_arrays_gib'] * 1024:>11.0f} {national['rss_growth_gib'] * 1024:>9.0f}"
           f" {'-':>7} {'-':>7}  (extrapolated from {national['from_size']:,})")
+
+
+def pg_rows() -> list[dict[str, Any]]:
+    """The PostgreSQL-index measurements ``bench_trace.py --backend postgres`` recorded."""
+    rows = []
+    for path in sorted(RESULTS.glob("trace_pg_*.json")):
+        doc = json.loads(path.read_text())
+        pg, mem = doc["workers"]["postgres"], doc["workers"]["memory"]
+        rows.append({
+            "people": doc["people"], "build_seconds": doc.get("build", {}).get("seconds"),
+            "build_server_cpu_seconds": doc.get("build", {}).get("server_backend_cpu_seconds"),
+            "disk_mib": doc["disk"]["total_mib"],
+            "disk_mib_per_million": doc["disk"]["mib_per_million"],
+            "trace_reads_mib_per_million": doc["disk"]["trace_reads_mib_per_million"],
+            "worker_rss_mib_pg": pg["rss_mib_after_traces"],
+            "worker_rss_mib_memory": mem["rss_mib_after_traces"],
+            "worker_rss_mib_before_load": mem["rss_mib_before_load"],
+            "p50_ms": pg["p50_ms"], "p99_ms": pg["p99_ms"], "max_ms": pg["max_ms"],
+            "client_cpu_p50_ms": pg["client_cpu_p50_ms"],
+            "server_cpu_ms_per_trace": pg["server_cpu_ms_per_trace"],
+            "identical": doc["identical_outcomes"]["identical"] ==
+            doc["identical_outcomes"]["requests"],
+            "load_average": pg["load_average_1m_before_after"][1],
+        })
+    return sorted(rows, key=lambda r: r["people"])
+
+
+def print_pg_table(rows: list[dict[str, Any]]) -> None:
+    """The PostgreSQL-resident index: disk and build grow with N, the worker does not."""
+    if not rows:
+        print("(no benchmarks/results/trace_pg_*.json: run bench_trace.py --backend postgres)")
+        return
+    print(f"{'PG index':>12} {'build s':>8} {'disk MiB':>9} {'MiB/M':>6} {'read/M':>6} "
+          f"{'worker RSS':>11} {'(in-mem)':>9} {'p50 ms':>7} {'p99 ms':>7}  same  load")
+    for r in rows:
+        print(f"{r['people']:>12,} {r['build_seconds'] or '-':>8} {r['disk_mib']:>9.0f} "
+              f"{r['disk_mib_per_million']:>6.0f} {r['trace_reads_mib_per_million']:>6.0f} "
+              f"{r['worker_rss_mib_pg']:>11} {r['worker_rss_mib_memory']:>9} {r['p50_ms']:>7} "
+              f"{r['p99_ms']:>7}  {'yes' if r['identical'] else 'NO':>4}  {r['load_average']}")
+    big = rows[-1]
+    k = NATIONAL / big["people"]
+    base = big["worker_rss_mib_before_load"]  # the API worker before any register
+    build = f"{big['build_seconds'] * k:.0f}" if big["build_seconds"] else "-"
+    in_memory = base + (big["worker_rss_mib_memory"] - base) * k
+    print(f"{NATIONAL:>12,} {build:>8} {big['disk_mib'] * k:>9.0f} "
+          f"{big['disk_mib_per_million']:>6.0f} {big['trace_reads_mib_per_million']:>6.0f} "
+          f"{big['worker_rss_mib_pg']:>11} {in_memory:>9.0f} {'-':>7} {'-':>7}        "
+          f"(extrapolated from {big['people']:,})")
+    print("read/M: MiB per million people that traces read (keep it in RAM on the database "
+          "host); worker RSS: an API-like process after 20,000 traces, PostgreSQL backend "
+          "and (in-mem) the in-memory backend")
 
 
 # -- parity -------------------------------------------------------------------------------
@@ -275,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
                   "load_average_at_end": _load()}
         (RESULTS / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
         print_table(rows, national)
+    elif (RESULTS / "scale.json").exists():  # the in-memory table as last measured
+        last = json.loads((RESULTS / "scale.json").read_text())
+        print_table(last["rows"], last["national"])
+    print()
+    print_pg_table(pg_rows())
     if args.parity:
         def save(partial: dict[str, Any]) -> None:
             """Written after each section: a long run that is stopped still leaves figures."""

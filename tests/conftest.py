@@ -86,6 +86,17 @@ def engine(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterat
     _drop_pg(name)
 
 
+@pytest.fixture(scope="module")
+def pg_module_url(pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (store schema included) shared by one module's tests:
+    for tests that build something large once, such as the register's candidate index."""
+    name, eng = _fresh_pg(pg_template)
+    url = eng.url.render_as_string(hide_password=False)
+    eng.dispose()
+    yield url
+    _drop_pg(name)
+
+
 @pytest.fixture
 def database_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)

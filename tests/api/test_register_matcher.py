@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,9 +11,10 @@ import pyarrow as pa
 import pytest
 
 from safehaven.matching.index import RegisterIndex
-from safehaven.matching.model import train, training_sample
-from safehaven.matching.online import RELEASABLE_COLUMNS, RegisterMatcher
+from safehaven.matching.model import save_model, train, training_sample
+from safehaven.matching.online import RELEASABLE_COLUMNS, PgRegisterMatcher, RegisterMatcher
 from safehaven.matching.person import EM_BLOCKING, PERSON_SPEC
+from safehaven.matching.pg_index import build_index
 from safehaven.matching.scorer import Matcher, Weights
 from safehaven.matching.synth import synth_register
 from safehaven.service.register_matcher import WorkspaceRegister
@@ -28,9 +30,13 @@ def register() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def online(register: pd.DataFrame) -> RegisterMatcher:
-    model = train(PERSON_SPEC, register, training_sample(register, 2_000, seed=5),
-                  em_blocking=EM_BLOCKING, seed=5)
+def model(register: pd.DataFrame) -> dict[str, Any]:
+    return train(PERSON_SPEC, register, training_sample(register, 2_000, seed=5),
+                 em_blocking=EM_BLOCKING, seed=5)
+
+
+@pytest.fixture(scope="module")
+def online(register: pd.DataFrame, model: dict[str, Any]) -> RegisterMatcher:
     index = RegisterIndex.from_frame(PERSON_SPEC, register, "record_id")
     releasable = pa.Table.from_pandas(register[list(RELEASABLE_COLUMNS)], preserve_index=False)
     return RegisterMatcher(Matcher(index, Weights.from_settings(PERSON_SPEC, model)),
@@ -61,3 +67,56 @@ def test_approved_request_is_matched_minimised_and_notified(
     portal = world.client()
     subject_login(world, portal, str(person["nhs_number"]), str(person["birthdate"]))
     assert [m["id"] for m in portal.get("/v1/subject/requests").json()["requests"]] == [rid]
+
+
+def _disclose(world: World, person: pd.Series, request_id: str) -> dict[str, Any]:
+    subject: dict[str, Any] = {"family": person["family"], "given": person["given"],
+                               "birthdate": person["birthdate"],
+                               "address-postalcode": person["postcode"]}
+    body = {**POLICE, "request_id": request_id, "subject": subject,
+            "fields": ["address", "address-postalcode"]}
+    rid = world.clients["agency_a"].post("/v1/requests", json=body).json()["id"]
+    r = world.post("reviewer", f"/v1/review/requests/{rid}/verdict",
+                   json={"verdict": "approve", "reason": "serious"})
+    seen = world.clients["agency_a"].get(f"/v1/requests/{rid}").json()
+    disclosure = seen.get("disclosure")
+    return {"state": r.json()["state"], "match": seen.get("match"),
+            "fields": disclosure["fields"] if disclosure else None}
+
+
+@pytest.mark.postgres
+def test_the_postgres_index_discloses_what_the_in_memory_one_does(
+    world_factory: Callable[..., World], register: pd.DataFrame, model: dict[str, Any],
+    online: RegisterMatcher, pg_module_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    twins = pd.concat([register, register.iloc[[11]].assign(
+        record_id="TWIN", nhs_number="9999999999")], ignore_index=True)
+    build_index(pg_module_url, pa.Table.from_pandas(twins, preserve_index=False), PERSON_SPEC,
+                releasable=RELEASABLE_COLUMNS, schema="api_index")
+    memory = RegisterMatcher(
+        Matcher(RegisterIndex.from_frame(PERSON_SPEC, twins, "record_id"), online.matcher.weights),
+        pa.Table.from_pandas(twins[list(RELEASABLE_COLUMNS)], preserve_index=False), 0.0)
+    model_path = tmp_path / "model.json"
+    save_model(model, model_path)
+    monkeypatch.setenv("SAFEHAVEN_REGISTER_INDEX_URL", pg_module_url)
+    monkeypatch.setenv("SAFEHAVEN_REGISTER_INDEX_SCHEMA", "api_index")
+    on_pg = WorkspaceRegister.load(model=model_path)  # the switch the server uses
+    assert isinstance(on_pg.online, PgRegisterMatcher)
+    world = world_factory()
+    seen: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for backend, matcher in (("memory", WorkspaceRegister(memory)), ("postgres", on_pg)):
+            world.cfg.matcher = matcher
+            seen[backend] = [_disclose(world, register.iloc[i], f"{backend}-{i}")
+                             for i in (7, 11, 42, 1234)]
+    finally:
+        on_pg.online.close()
+    assert seen["postgres"] == seen["memory"]
+    states = [s["state"] for s in seen["postgres"]]
+    assert states.count("notified") == 3  # person 11 has a twin: ambiguous, nothing leaves
+    assert seen["postgres"][1]["fields"] is None
+    assert seen["postgres"][0]["fields"]["address-postalcode"] == register.iloc[7]["postcode"]
+    recipients = [n.recipient for n in world.outbox("disclosure_notice")]
+    assert recipients[3:] == recipients[:3] == [register.iloc[i]["record_id"]
+                                               for i in (7, 42, 1234)]

@@ -79,6 +79,8 @@ def trace_command(
     A refused request is never matched.  A request that needs review is matched (so the
     reviewer can see whether anyone was found) but nothing is released until approved.
     """
+    import psycopg
+
     from safehaven.matching.online import load_online
     from safehaven.service import settings
     from safehaven.service.requests import cap_used
@@ -105,8 +107,11 @@ def trace_command(
         raise typer.Exit(1)
     try:
         matcher = load_online()
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         fail(str(exc), as_json=as_json)
+    except psycopg.Error as exc:  # a PostgreSQL index that cannot be reached
+        fail(f"register index: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+             as_json=as_json)
     match = matcher.match(request.subject)
     result["status"] = match.status
     result["score"] = round(match.score, 6)

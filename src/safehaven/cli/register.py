@@ -141,7 +141,9 @@ def index_command(
         help="PostgreSQL URL for --backend postgres (may be the store's database: the "
         "index lives in its own schema)."),
     schema: str = typer.Option("register_index", "--schema",
-                               help="PostgreSQL schema holding the index."),
+                               envvar="SAFEHAVEN_REGISTER_INDEX_SCHEMA",
+                               help="PostgreSQL schema holding the index (the API and "
+                               "`trace` read SAFEHAVEN_REGISTER_INDEX_SCHEMA)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the online matcher's candidate index from the workspace register."""
@@ -179,7 +181,7 @@ def index_command(
             report = build_index(database_url, table, PERSON_SPEC,
                                  releasable=RELEASABLE_COLUMNS, schema=schema, progress=say)
             sizes = index_size(database_url, schema)
-        except (psycopg.Error, ValueError) as exc:
+        except (psycopg.Error, ValueError, RuntimeError) as exc:
             fail(f"--database-url: {str(exc).splitlines()[0] if str(exc) else exc}",
                  as_json=as_json)
         result.update({"schema": schema, "steps": report.steps,

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 #: Set to a PostgreSQL URL to match against the index built there by
 #: ``safehaven register index --backend postgres`` (same value as ``pg_index.URL_ENV``).
 INDEX_URL_ENV = "SAFEHAVEN_REGISTER_INDEX_URL"
+#: The schema the index was built in, when not the default ``register_index``.
+INDEX_SCHEMA_ENV = "SAFEHAVEN_REGISTER_INDEX_SCHEMA"
 
 RELEASABLE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
     c for cols in RELEASABLE.values() for c in cols))
@@ -122,11 +124,18 @@ class PgRegisterMatcher:
     @classmethod
     def load(cls, url: str, model: Path | None = None, policy: Policy | None = None,
              schema: str | None = None) -> PgRegisterMatcher:
-        from safehaven.matching.pg_index import DEFAULT_SCHEMA, PgMatcher
+        """Connect to the index; refuse one that cannot release what the allow-list names."""
+        from safehaven.matching.pg_index import IndexMismatchError, PgMatcher
 
         start = time.perf_counter()
         matcher = PgMatcher.connect(url, PERSON_SPEC, _load_weights(model), policy,
-                                    schema or DEFAULT_SCHEMA)
+                                    schema or index_schema())
+        missing = [c for c in RELEASABLE_COLUMNS if c not in matcher.index.releasable]
+        if missing:
+            matcher.close()
+            raise IndexMismatchError(
+                f"PostgreSQL register index lacks releasable columns {missing}: rebuild it "
+                "with `safehaven register index --backend postgres`")
         return cls(matcher, time.perf_counter() - start)
 
     def match(self, subject: Subject | Mapping[str, Any]) -> MatchResult:
@@ -134,15 +143,23 @@ class PgRegisterMatcher:
 
     def record(self, result: MatchResult, permitted: Iterable[str]) -> dict[str, Any]:
         """The permitted fields of the matched record; nothing unless uniquely matched."""
-        if result.status != "matched" or result.row is None:
+        if result.status != "matched" or result.row is None or result.record_id is None:
             return {}
-        values = self.matcher.index.releasable_row(result.row)
+        values = self.matcher.index.releasable_row(result.row, result.record_id)
         return released_fields(values, tuple(permitted))
+
+    def close(self) -> None:
+        self.matcher.close()
 
 
 def index_url() -> str | None:
     """The PostgreSQL candidate index URL if the operator chose that backend."""
     return os.environ.get(INDEX_URL_ENV) or None
+
+
+def index_schema() -> str:
+    """The schema holding the PostgreSQL index (``safehaven register index --schema``)."""
+    return os.environ.get(INDEX_SCHEMA_ENV) or "register_index"
 
 
 def load_online(register: Path | None = None, model: Path | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from safehaven.domain.request import Subject
 from safehaven.matching.online import OnlineMatcher, load_online
+from safehaven.matching.pg_index import IndexChangedError
 from safehaven.matching.register import RELEASABLE
 from safehaven.service.tracing import Found
 
@@ -29,9 +30,19 @@ class WorkspaceRegister:
         return cls(load_online(register, model))
 
     def match(self, subject: Subject) -> Found:
-        result = self.online.match(subject)
-        if result.status != "matched" or result.record_id is None:
-            return Found(result.status, float(result.score))
-        record = self.online.record(result, tuple(RELEASABLE))
-        return Found("matched", float(result.score), result.record_id,
-                     {k: str(v) for k, v in record.items() if v is not None})
+        """Match, then read the record.  With the PostgreSQL index a rebuild can land
+        between the two (the record lookup then refuses: :class:`IndexChangedError`);
+        the request is matched once more against the new index rather than failed."""
+        for attempt in (0, 1):
+            result = self.online.match(subject)
+            if result.status != "matched" or result.record_id is None:
+                return Found(result.status, float(result.score))
+            try:
+                record = self.online.record(result, tuple(RELEASABLE))
+            except IndexChangedError:
+                if attempt:
+                    raise
+                continue
+            return Found("matched", float(result.score), result.record_id,
+                         {k: str(v) for k, v in record.items() if v is not None})
+        raise AssertionError("unreachable")
