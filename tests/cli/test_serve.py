@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,12 +16,18 @@ import pytest
 from tests.faults.harness import free_port, process_tree
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _group_running(pgid: int) -> list[str]:
+    """The group's processes still running, as "pid state" (zombies do not count: in a
+    container whose init does not reap, a dead worker can stay a zombie)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            found.append(f"{stat.parent.name} {fields[0]}")
+    return found
 
 
 @pytest.mark.slow
@@ -50,11 +57,24 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)  # the supervisor only, as the OOM killer would
         proc.wait(timeout=10)
         deadline = time.monotonic() + 30
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
+        while _group_running(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _group_alive(proc.pid), "workers outlived their supervisor"
+        assert not _group_running(proc.pid), "workers outlived their supervisor"
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
     finally:
-        if _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_worker_started_after_its_supervisor_died_stops_at_once() -> None:
+    """The watch compares with the supervisor's pid it was given, not with whoever is the
+    parent when the worker gets round to watching (init's pid, once the supervisor died)."""
+    code = ("import time\n"
+            "from safehaven.cli.serve import watch_supervisor\n"
+            "watch_supervisor(2**22 + 7, every=0.05)\n"  # not our parent: already gone
+            "time.sleep(60)\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], timeout=30, check=False)
+    assert proc.returncode == -signal.SIGTERM
+    assert time.monotonic() - started < 20

@@ -76,7 +76,10 @@ def serve_command(
         uvicorn.run(worker_app(settings), host=host, port=port, log_level=log_level,
                     access_log=False, http=HTTP_PROTOCOL)
         return
-    os.environ[SETTINGS_ENV] = json.dumps(settings)
+    # The workers watch this process: the pid is handed over rather than read with
+    # ``getppid()`` in the worker, which would already be init's if this process died while
+    # the worker was still starting.
+    os.environ[SETTINGS_ENV] = json.dumps({**settings, "supervisor_pid": os.getpid()})
     uvicorn.run("safehaven.cli.serve:worker_app", factory=True, workers=workers, host=host,
                 port=port, log_level=log_level, access_log=False, http=HTTP_PROTOCOL)
 
@@ -96,7 +99,7 @@ def watch_supervisor(supervisor: int, *, every: float = 1.0) -> threading.Thread
     a restarted ``serve`` cannot bind and the orphans keep answering with no supervisor.
     A worker that sees its parent change stops like on ``SIGTERM`` (finishing requests in
     flight; every acknowledged request is already committed) and exits after a grace
-    period if it has not.
+    period if it has not.  A worker started after its supervisor died stops at once.
     """
     def watch() -> None:
         while os.getppid() == supervisor:
@@ -118,7 +121,7 @@ def worker_app(settings: dict[str, Any] | None = None) -> Any:
 
     if settings is None:  # a worker of ``serve --workers N``
         settings = json.loads(os.environ[SETTINGS_ENV])
-        watch_supervisor(os.getppid())
+        watch_supervisor(int(settings["supervisor_pid"]))
     agreements_dir = settings["agreements_dir"]
     register = settings["register"]
     agreements = load_agreements(Path(agreements_dir) if agreements_dir else None)
