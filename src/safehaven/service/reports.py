@@ -296,26 +296,44 @@ def tally_rollup(session: Session, q: ReportQuery) -> dict[tuple[str, str], Coun
     return fold(rollup.read_daily(session, q.start, q.end, q.agreement or None), q.period)
 
 
-def rebuild_rollup(session: Session) -> dict[str, int]:
-    """Recompute the whole rollup from the raw tables (an operator's repair).
+@dataclass(frozen=True)
+class RebuildResult:
+    """What :func:`rebuild_rollup` wrote, and how much of it the rollup had wrong."""
+
+    agreement_days: int  # count rows written
+    refusal_rows: int  # (agreement, day, rule) rows written
+    changed_days: int  # agreement-days whose counts differed from the rollup's (0: healthy)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"agreement_days": self.agreement_days, "refusal_rows": self.refusal_rows,
+                "changed_days": self.changed_days}
+
+
+def rebuild_rollup(session: Session, start: date | None = None,
+                   end: date | None = None) -> RebuildResult:
+    """Recompute the rollup from the raw tables (an operator's repair), for the days
+    received in ``[start, end]`` or (``None``) every day.
 
     Runs in the caller's transaction under :func:`rollup.lock`, so no writer's increment
-    is lost or counted twice while the raw tables are read (see ``rollup.lock``).  Returns
-    how many agreement-days and refusal rows it wrote, and how many agreement-days it
-    found different from what the rollup held (0 after a healthy run: the repair changed
-    nothing).
+    is lost or counted twice while the raw tables are read; writers wait for the length of
+    the raw aggregation, which a day range shortens.  Also says how many agreement-days
+    differed from what the rollup held, so an operator (or ``--check``, which rolls the
+    transaction back) learns whether anything was wrong.
     """
     rollup.lock(session)
-    before = rollup.read_daily(session, None, None, None)
-    days = tally_days(session)
-    written, refusals = rollup.replace(session, days)
+    before = rollup.read_daily(session, start, end, None)
+    q = None
+    if start is not None or end is not None:
+        q = ReportQuery(None, start or date(1, 1, 1), end or date(9999, 12, 30))
+    days = tally_days(session, q)
+    written, refusals = rollup.replace(session, days, start, end)
 
-    def same(a: Counts | None, b: Counts | None) -> bool:
-        return a is not None and b is not None and a.as_dict() == b.as_dict()
+    def differs(key: tuple[str, date]) -> bool:
+        a, b = before.get(key), days.get(key)
+        return a is None or b is None or a.as_dict() != b.as_dict()
 
-    changed = sum(1 for key in before.keys() | days.keys()
-                  if not same(before.get(key), days.get(key)))
-    return {"agreement_days": written, "refusal_rows": refusals, "changed_days": changed}
+    changed = sum(1 for key in before.keys() | days.keys() if differs(key))
+    return RebuildResult(written, refusals, changed)
 
 
 _PENDING = ("received", "decided", "in_review", "approved", "matched", "disclosed")
@@ -374,5 +392,6 @@ def report_csv(report: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["ReportQuery", "build_report", "fold", "iter_facts", "rebuild_rollup", "report_csv",
-           "suppress", "tally", "tally_days", "tally_rollup", "tally_sql"]
+__all__ = ["RebuildResult", "ReportQuery", "build_report", "fold", "iter_facts",
+           "rebuild_rollup", "report_csv", "suppress", "tally", "tally_days", "tally_rollup",
+           "tally_sql"]

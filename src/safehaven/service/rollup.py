@@ -177,26 +177,28 @@ def record_steps(
                                 for (a, d, r), n in sorted(rules.items())])
 
 
+def _in_range(table: Table, start: date | None, end: date | None,
+              agreement: str | None = None) -> list[Any]:
+    cond: list[Any] = []
+    if start is not None:
+        cond.append(table.c.day >= start)
+    if end is not None:
+        cond.append(table.c.day <= end)
+    if agreement is not None:
+        cond.append(table.c.agreement_id == agreement)
+    return cond
+
+
 def read_daily(
     session: Session, start: date | None, end: date | None, agreement: str | None
 ) -> dict[Key, Counts]:
-    """The rollup's counts per (agreement, day) for days in ``[start, end]``."""
-    cols = [_DAILY.c.agreement_id, _DAILY.c.day, *(_DAILY.c[n] for n in COUNT_FIELDS)]
-    counts_q = select(*cols)
+    """The rollup's counts per (agreement, day) for days in ``[start, end]`` (``None``: no
+    bound), for one agreement or (``None``) all."""
+    counts_q = select(_DAILY.c.agreement_id, _DAILY.c.day,
+                      *(_DAILY.c[n] for n in COUNT_FIELDS)
+                      ).where(*_in_range(_DAILY, start, end, agreement))
     rules_q = select(_REFUSALS.c.agreement_id, _REFUSALS.c.day, _REFUSALS.c.rule,
-                     _REFUSALS.c.n)
-    for table in (_DAILY, _REFUSALS):
-        cond = []
-        if start is not None:
-            cond.append(table.c.day >= start)
-        if end is not None:
-            cond.append(table.c.day <= end)
-        if agreement is not None:
-            cond.append(table.c.agreement_id == agreement)
-        if table is _DAILY:
-            counts_q = counts_q.where(*cond)
-        else:
-            rules_q = rules_q.where(*cond)
+                     _REFUSALS.c.n).where(*_in_range(_REFUSALS, start, end, agreement))
     out: dict[Key, Counts] = {}
     for agreement_id, day, *values in session.execute(counts_q):
         out[(agreement_id, day)] = Counts(**dict(zip(COUNT_FIELDS, values, strict=True)))
@@ -211,21 +213,30 @@ def read_daily(
 def lock(session: Session) -> None:
     """Hold off every rollup writer until this transaction ends (before a rebuild reads).
 
-    PostgreSQL: ``EXCLUSIVE`` blocks the writers' upserts but not readers.  A writer that
-    has not yet reached its upsert waits here and adds its increment after the rebuild, to
-    numbers that do not include it; one that already upserted has committed before the lock
-    is granted, so the rebuild's reads include it.  SQLite: ``BEGIN IMMEDIATE`` already
-    holds the only write lock.
+    PostgreSQL: ``EXCLUSIVE`` blocks the writers' upserts but not readers (reports keep
+    answering).  A writer that has not yet reached its upsert waits here and adds its
+    increment after the rebuild, to numbers that do not include it (its rows were not
+    committed when the rebuild read); one that already upserted holds its row lock until it
+    commits, so the lock is granted only after that and the rebuild's reads (each a fresh
+    READ COMMITTED snapshot, all taken after the lock) include it.  Any transaction that
+    changes a counted fact upserts a non-zero increment, so none slips between.  SQLite:
+    the rebuild's ``BEGIN IMMEDIATE`` already holds the database's only write lock.
     """
     if session.connection().dialect.name == "postgresql":
         session.execute(text(
             "LOCK TABLE report_daily, report_daily_refusals IN EXCLUSIVE MODE"))
 
 
-def replace(session: Session, daily: Mapping[Key, Counts]) -> tuple[int, int]:
-    """Replace the whole rollup with ``daily``; returns (count rows, refusal rows)."""
-    session.execute(delete(_REFUSALS))
-    session.execute(delete(_DAILY))
+def replace(session: Session, daily: Mapping[Key, Counts],
+            start: date | None = None, end: date | None = None) -> tuple[int, int]:
+    """Replace the rollup's days in ``[start, end]`` (``None``: no bound) with ``daily``,
+    which must hold only days in that range; returns (count rows, refusal rows) written."""
+    outside = [day for _, day in daily
+               if (start is not None and day < start) or (end is not None and day > end)]
+    if outside:
+        raise ValueError(f"replace: day {min(outside)} is outside the range being replaced")
+    session.execute(delete(_REFUSALS).where(*_in_range(_REFUSALS, start, end)))
+    session.execute(delete(_DAILY).where(*_in_range(_DAILY, start, end)))
     rows = [{"agreement_id": a, "day": d, **{n: getattr(c, n) for n in COUNT_FIELDS}}
             for (a, d), c in sorted(daily.items())]
     refusals = [{"agreement_id": a, "day": d, "rule": rule, "n": n}
