@@ -8,6 +8,7 @@ from safehaven.cli import accounts as accounts_cli
 from safehaven.cli import agency, agreements, firewall, ledger, requests
 from safehaven.cli import matching as matching_cli
 from safehaven.cli import register as register_cli
+from safehaven.cli import report as report_cli
 from safehaven.cli.aggregate import aggregate_command
 from safehaven.cli.backup import backup_command, restore_command
 from safehaven.cli.demo import demo_command
@@ -37,6 +38,7 @@ app.add_typer(register_cli.app, name="register")
 app.command("link")(matching_cli.link_command)
 app.command("trace")(matching_cli.trace_command)
 app.command("report")(report_command)
+app.add_typer(report_cli.app, name="reports")
 app.command("aggregate")(aggregate_command)
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)

@@ -26,6 +26,7 @@ from safehaven.domain.firewall import DEFAULT_POLICY, FirewallPolicy
 from safehaven.domain.lifecycle import Event, State, transition
 from safehaven.domain.request import TracingRequest
 from safehaven.ledger import log as ledger_log
+from safehaven.service import rollup
 from safehaven.service.clock import as_utc
 from safehaven.service.settings import firewall_enabled
 from safehaven.store.models import (
@@ -120,10 +121,13 @@ _STEPS = "safehaven.pending_steps"
 
 
 def _write_steps(session: Session) -> None:
-    """Write queued transitions and their ledger entries in one batch each.
+    """Write queued transitions, their ledger entries and the report rollup's increments.
 
     Same transaction as the state change (no step without its entry, no entry without its
-    step); batching turns a submit's three steps into one insert and one ledger append.
+    step, no step the published statistics miss or count twice); batching turns a submit's
+    three steps into one insert, one ledger append and one rollup upsert.  The rollup goes
+    last: the ledger append has locked ``ledger_state``, so rollup row locks are always
+    taken under it (see :mod:`safehaven.service.rollup`).
     """
     pending = session.info.pop(_STEPS, None)
     if not pending or not pending[0]:
@@ -134,6 +138,7 @@ def _write_steps(session: Session) -> None:
         insert(_TRANSITIONS), [{"request_id": row.id, **values} for row, values in transitions]
     )
     ledger_log.append_many(session, entries)
+    rollup.record_steps(session, transitions, entries)
 
 
 @event.listens_for(Session, "before_commit")

@@ -145,6 +145,50 @@ class TransitionRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ReportDailyRow(Base):
+    """Report counts per (agreement, UTC day of receipt), kept by ``service.rollup``.
+
+    One column per ``domain.statistics.COUNT_FIELDS`` entry, each the count the report's
+    reference aggregation (``service.reports.tally_sql``) gives for the requests received
+    that day.  Updated in the transaction that changes the facts, so a report reads a few
+    rows per agreement-day instead of every request (migration 0007).
+    """
+
+    __tablename__ = "report_daily"
+
+    agreement_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    refused_by_engine: Mapped[int] = mapped_column(Integer, default=0)
+    sent_to_review: Mapped[int] = mapped_column(Integer, default=0)
+    refused_by_reviewer: Mapped[int] = mapped_column(Integer, default=0)
+    approved: Mapped[int] = mapped_column(Integer, default=0)
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    ambiguous: Mapped[int] = mapped_column(Integer, default=0)
+    no_match: Mapped[int] = mapped_column(Integer, default=0)
+    disclosed: Mapped[int] = mapped_column(Integer, default=0)
+    new_information: Mapped[int] = mapped_column(Integer, default=0)
+    already_known: Mapped[int] = mapped_column(Integer, default=0)
+    notified: Mapped[int] = mapped_column(Integer, default=0)
+    exempted: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_report_daily_day", "day"),)
+
+
+class ReportRefusalRow(Base):
+    """Engine refusals per (agreement, UTC day of receipt, failed rule), one per occurrence."""
+
+    __tablename__ = "report_daily_refusals"
+
+    agreement_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(120), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_report_daily_refusals_day", "day"),)
+
+
 class CapCounterRow(Base):
     """Requests counted against an agreement's monthly cap; locked row per month."""
 
