@@ -72,8 +72,9 @@ def rebuild_command(
 ) -> None:
     """Recompute the report rollup from the stored requests; say what differed.
 
-    For repair after a restore, a manual edit or a bug.  Writers wait while the stored requests are counted (about a minute at 10 M requests
-    on PostgreSQL for every day; less with --from/--to); reports keep answering.
+    For repair after a restore, a manual edit or a bug.  Writers wait while the stored
+    requests are counted (about a minute at 10 M requests on PostgreSQL for every day; less
+    with --from/--to); reports keep answering.
     """
     lo = parse_date(start, label="--from", as_json=as_json)
     hi = parse_date(end, label="--to", as_json=as_json)
