@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from safehaven.service import settings
@@ -139,3 +140,65 @@ def test_exemption_recorded_and_listed_when_overdue(world_factory) -> None:  # t
         world.csrf[role] = login(world.clients[role], name)
     overdue = world.clients["reviewer"].get("/v1/review/exemptions/overdue").json()["exemptions"]
     assert [(o["id"], o["days_overdue"], o["recorded_by"]) for o in overdue] == [(rid, 1, "alice")]
+
+
+def _login(world: World, name: str, password: str) -> int:
+    return world.client().post("/v1/session",
+                               json={"username": name, "password": password}).status_code
+
+
+def _ledger_types(world: World) -> list[str]:
+    from sqlalchemy import select
+
+    from safehaven.store.models import LedgerEntryRow
+
+    with transaction(world.cfg.factory) as s:
+        return [json.loads(text)["event"]["type"]
+                for text in s.execute(select(LedgerEntryRow.event).order_by(LedgerEntryRow.idx))
+                .scalars()]
+
+
+def test_five_wrong_passwords_lock_the_account(world_factory) -> None:  # type: ignore[no-untyped-def]
+    from safehaven.service.accounts import LOCKOUT, MAX_FAILED_LOGINS
+
+    clock = {"now": datetime.now(UTC)}
+    world = world_factory(clock=lambda: clock["now"])
+    for _ in range(MAX_FAILED_LOGINS - 1):
+        assert _login(world, "alice", "wrong guess") == 401
+    assert _login(world, "alice", PASSWORD) == 200  # a success resets the count
+    for _ in range(MAX_FAILED_LOGINS):
+        assert _login(world, "alice", "wrong guess") == 401
+    assert "account.locked" in _ledger_types(world)
+    # Locked: even the right password is not checked, and the answer is the same 401.
+    assert _login(world, "alice", PASSWORD) == 401
+    assert _login(world, "bob", PASSWORD) == 200  # other accounts are untouched
+    clock["now"] += LOCKOUT + timedelta(seconds=1)
+    assert _login(world, "alice", "wrong guess") == 401  # the sixth failure: locked again,
+    clock["now"] += LOCKOUT + timedelta(seconds=1)       # for twice as long
+    assert _login(world, "alice", PASSWORD) == 401
+    clock["now"] += LOCKOUT
+    assert _login(world, "alice", PASSWORD) == 200
+
+
+def test_unknown_users_and_unlock(world_factory) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from safehaven.cli import app
+    from safehaven.service.accounts import MAX_FAILED_LOGINS
+
+    world = world_factory()
+    before = _ledger_types(world)
+    for _ in range(MAX_FAILED_LOGINS * 2):
+        assert _login(world, "nobody", "guess") == 401
+    assert _ledger_types(world) == before  # nothing to count, nothing written
+    for _ in range(MAX_FAILED_LOGINS):
+        assert _login(world, "alice", "wrong guess") == 401
+    db = ["--database-url", world.cfg.engine.url.render_as_string(hide_password=False)]
+    listed = json.loads(CliRunner().invoke(app, ["reviewer", "list", "--json", *db]).stdout)
+    assert {r["username"]: r["locked_until"] is not None for r in listed}["alice"] is True
+    res = CliRunner().invoke(app, ["reviewer", "unlock", "alice", *db])
+    assert res.exit_code == 0, res.output
+    assert _login(world, "alice", PASSWORD) == 200
+    assert _ledger_types(world)[-1] == "account.unlocked"
+    wrong_role = CliRunner().invoke(app, ["oversight", "unlock", "alice", *db])
+    assert wrong_role.exit_code == 2 and "not a oversight" in wrong_role.output

@@ -52,22 +52,28 @@ async def log_in(cfg: ApiConfig, username: str, password: str) -> WebSession | N
 
     The password hash (argon2, tens of milliseconds by design) is checked in a read-only
     snapshot in the thread pool, never while holding the write lock every submit waits
-    for; the session is then written through the group-commit writer, which checks again
-    that the account was not disabled in between.
+    for; the session (or the failure, towards the account's lockout) is then written
+    through the group-commit writer, which checks again that the account was not disabled
+    in between.  Unknown user, wrong password, disabled or locked account: all ``None``.
     """
-    def check() -> int | None:
+    def check() -> accounts.LoginCheck:
         with transaction(cfg.reader) as session:
-            account = accounts.verify_login(session, username, password)
-            return None if account is None else account.id
+            return accounts.check_login(session, username, password, at=cfg.clock())
 
-    account_id = await run_in_threadpool(check)
-    if account_id is None:
+    found = await run_in_threadpool(check)
+    if found.account_id is None:
+        failed = found.failed_account_id
+        if failed is not None:
+            await cfg.writer.run_async(
+                lambda session: accounts.record_failed_login(session, failed, at=cfg.clock()))
         return None
+    account_id = found.account_id
 
     def work(session: Session) -> WebSession | None:
         account = session.get(AccountRow, account_id)
         if account is None or account.disabled_at is not None:
             return None
+        accounts.login_succeeded(account)
         return accounts.start_session(session, role=account.role, account=account,
                                       at=cfg.clock())
 

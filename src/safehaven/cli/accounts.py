@@ -1,4 +1,5 @@
-"""``safehaven reviewer | oversight add | disable | list``: accounts of people who log in."""
+"""``safehaven reviewer | oversight add | disable | unlock | list``: accounts of people who
+log in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rich.table import Table
 
 from safehaven.cli.common import DatabaseOpt, JsonOpt, fail, out, print_json
 from safehaven.service import accounts
-from safehaven.service.clock import utcnow
+from safehaven.service.clock import as_utc, utcnow
 from safehaven.store.db import open_store, session_factory, transaction
 
 PASSWORD_ENV = "SAFEHAVEN_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
@@ -58,19 +59,44 @@ def make_app(role: str) -> typer.Typer:
         else:
             out.print(f"{username} disabled")
 
+    @app.command("unlock")
+    def unlock(
+        username: str = typer.Argument(...),
+        database_url: str = DatabaseOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Lift a lockout after failed logins (check with the person first); on the ledger."""
+        factory = session_factory(open_store(database_url))
+        try:
+            with transaction(factory) as session:
+                row = accounts.unlock_account(session, username, actor="cli", at=utcnow())
+                if row.role != role:
+                    raise accounts.AccountError(f"username: {username!r} is not a {role}")
+        except accounts.AccountError as exc:
+            fail(str(exc), as_json=as_json)
+        if as_json:
+            print_json({"username": username, "locked": False})
+        else:
+            out.print(f"{username} unlocked")
+
     @app.command("list")
     def list_(database_url: str = DatabaseOpt, as_json: bool = JsonOpt) -> None:
-        """List accounts of this role."""
+        """List accounts of this role (with any lockout after failed logins)."""
         factory = session_factory(open_store(database_url))
+        now = utcnow()
         with transaction(factory) as session:
-            rows = [{"username": r.username, "disabled": r.disabled_at is not None}
+            rows = [{"username": r.username, "disabled": r.disabled_at is not None,
+                     "locked_until": (as_utc(r.locked_until).isoformat()
+                                      if r.locked_until and as_utc(r.locked_until) > now
+                                      else None)}
                     for r in accounts.list_accounts(session) if r.role == role]
         if as_json:
             print_json(rows)
             return
-        table = Table("username", "disabled")
+        table = Table("username", "disabled", "locked until")
         for r in rows:
-            table.add_row(str(r["username"]), "yes" if r["disabled"] else "no")
+            table.add_row(str(r["username"]), "yes" if r["disabled"] else "no",
+                          str(r["locked_until"] or ""))
         out.print(table)
 
     return app

@@ -8,12 +8,13 @@ people and get argon2.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from argon2 import PasswordHasher
@@ -22,6 +23,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from safehaven.domain.decision import AgreementSet
+from safehaven.ledger import log as ledger_log
 from safehaven.service.clock import as_utc
 from safehaven.store.accounts import AccountRow, AgencyTokenRow, WebSessionRow
 
@@ -166,16 +168,101 @@ def list_accounts(session: Session) -> list[AccountRow]:
     return list(session.execute(select(AccountRow).order_by(AccountRow.id)).scalars())
 
 
-def verify_login(session: Session, username: str, password: str) -> AccountRow | None:
+#: Consecutive failed logins that lock an account, and for how long (doubling with each
+#: further failure while locked out, at most :data:`MAX_LOCKOUT`).
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+MAX_LOCKOUT = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class LoginCheck:
+    """What a password check found.  Only ``account_id`` logs anyone in; the caller counts
+    ``failed_account_id`` with :func:`record_failed_login`."""
+
+    account_id: int | None = None
+    failed_account_id: int | None = None
+    locked: bool = False
+
+
+def check_login(session: Session, username: str, password: str, *, at: datetime) -> LoginCheck:
+    """Check a password without writing (callers run it in a read-only snapshot).
+
+    Why a lockout: argon2 slows each guess, but a reviewer account opens every pending
+    request about people, so a patient guesser must be stopped, not only slowed.  A locked
+    account's password is not checked at all (a right guess during the lock learns
+    nothing); the dummy hash keeps unknown, locked and wrong answers equally slow, and the
+    caller gives all three the same reply, so none reveals that an account exists.
+    """
     row = session.execute(
         select(AccountRow).where(AccountRow.username == username)
     ).scalar_one_or_none()
+    if row is not None and row.locked_until is not None and as_utc(row.locked_until) > at:
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            _hasher.verify(_DUMMY_HASH, password)
+        return LoginCheck(locked=True)
     try:
         _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
-        return None
+        counted = row is not None and row.disabled_at is None
+        return LoginCheck(failed_account_id=row.id if counted and row else None)
     if row is None or row.disabled_at is not None:
+        return LoginCheck()
+    return LoginCheck(account_id=row.id)
+
+
+def verify_login(session: Session, username: str, password: str,
+                 *, at: datetime | None = None) -> AccountRow | None:
+    """The account if the password is right and the account usable (not disabled, not
+    locked); read-only, counts nothing (see :func:`check_login`)."""
+    found = check_login(session, username, password, at=at or datetime.now(UTC))
+    return None if found.account_id is None else session.get(AccountRow, found.account_id)
+
+
+def record_failed_login(session: Session, account_id: int, *, at: datetime) -> datetime | None:
+    """Count a wrong password; lock the account at :data:`MAX_FAILED_LOGINS` in a row.
+
+    Returns the lock's end when this failure locked (or extended the lock of) the account.
+    Each lock is a ledger entry, so oversight sees guessing against reviewer accounts.
+    """
+    row = session.execute(
+        select(AccountRow).where(AccountRow.id == account_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
         return None
+    row.failed_logins = (row.failed_logins or 0) + 1
+    if row.failed_logins < MAX_FAILED_LOGINS:
+        return None
+    duration = min(LOCKOUT * 2 ** (row.failed_logins - MAX_FAILED_LOGINS), MAX_LOCKOUT)
+    row.locked_until = at + duration
+    ledger_log.append(session, {
+        "type": "account.locked", "username": row.username, "role": row.role,
+        "failed_logins": row.failed_logins, "until": as_utc(row.locked_until).isoformat(),
+        "at": as_utc(at).isoformat(),
+    })
+    return row.locked_until
+
+
+def login_succeeded(row: AccountRow) -> None:
+    """A successful login clears the count of failures (in the caller's transaction)."""
+    if row.failed_logins or row.locked_until is not None:
+        row.failed_logins = 0
+        row.locked_until = None
+
+
+def unlock_account(session: Session, username: str, *, actor: str, at: datetime) -> AccountRow:
+    """An administrator lifts a lockout (after checking with the person); on the ledger."""
+    row = session.execute(
+        select(AccountRow).where(AccountRow.username == username)
+    ).scalar_one_or_none()
+    if row is None:
+        raise AccountError(f"username: no account {username!r}")
+    row.failed_logins = 0
+    row.locked_until = None
+    ledger_log.append(session, {
+        "type": "account.unlocked", "username": row.username, "role": row.role,
+        "actor": actor, "at": as_utc(at).isoformat(),
+    })
     return row
 
 

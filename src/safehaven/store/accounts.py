@@ -44,6 +44,10 @@ class AccountRow(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Consecutive failed logins since the last success (migration 0008).
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: No password is checked before this time (``service.accounts.LOCKOUT``).
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WebSessionRow(Base):
