@@ -52,6 +52,9 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("POST", "/v1/review/requests/{rid}/verdict", {"verdict": "refuse", "reason": "matrix"},
      REVIEWER),
     ("GET", "/v1/review/exemptions/overdue", None, REVIEWER),
+    # {rid} was refused by the row above: nothing to lift (409) once past authorisation.
+    ("POST", "/v1/review/exemptions/{rid}", {"action": "lift", "reason": "matrix"},
+     {**REVIEWER, "reviewer": 409}),
     ("POST", "/v1/aggregates", {**STATS_REQUEST, "request_id": None},
      {**AGENCY, "agency_a": 201, "agency_b": 201}),
     ("GET", "/v1/aggregates", None, AGENCY),

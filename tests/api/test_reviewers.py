@@ -202,3 +202,77 @@ def test_unknown_users_and_unlock(world_factory) -> None:  # type: ignore[no-unt
     assert _ledger_types(world)[-1] == "account.unlocked"
     wrong_role = CliRunner().invoke(app, ["oversight", "unlock", "alice", *db])
     assert wrong_role.exit_code == 2 and "not a oversight" in wrong_role.output
+
+
+def _exempted(world: World, clock: dict[str, datetime]) -> str:
+    rid = _submit(world, POLICE_NHS)
+    ok = world.post("reviewer", f"/v1/review/requests/{rid}/verdict", json={
+        "verdict": "approve", "reason": "live investigation",
+        "exemption": {"exemption_id": "prejudice-crime-prevention",
+                      "reason": "suspect would flee",
+                      "review_on": str(clock["now"].date() + timedelta(30))}})
+    assert ok.status_code == 200 and ok.json()["state"] == "exempted", ok.text
+    return rid
+
+
+def test_overdue_exemption_is_renewed_then_lifted_and_the_person_told(world_factory) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.conftest import SUSPECT_NHS, login, subject_login
+
+    clock = {"now": datetime.now(UTC)}
+    world = world_factory(clock=lambda: clock["now"])
+    rid = _exempted(world, clock)
+    path = f"/v1/review/exemptions/{rid}"
+    assert world.outbox("disclosure_notice") == []
+    clock["now"] += timedelta(days=31)
+    world.csrf["reviewer"] = login(world.clients["reviewer"], "alice")
+    world.csrf["oversight"] = login(world.clients["oversight"], "olive")
+    world.csrf["subject"] = subject_login(world, world.clients["subject"], SUSPECT_NHS,
+                                          "1975-02-14")
+    overdue = world.clients["reviewer"].get("/v1/review/exemptions/overdue").json()
+    assert [o["id"] for o in overdue["exemptions"]] == [rid]
+    # Renewal: a new date within the exemption's limit, and a reason.
+    today = clock["now"].date()
+    too_far = world.post("reviewer", path, json={
+        "action": "renew", "reason": "still live", "review_on": str(today + timedelta(400))})
+    assert too_far.status_code == 422 and too_far.json()["problems"][0].startswith("review_on")
+    missing = world.post("reviewer", path, json={"action": "renew", "reason": "still live"})
+    assert missing.status_code == 422 and missing.json()["problems"][0].startswith("review_on")
+    no_csrf = world.clients["reviewer"].post(path, json={"action": "lift", "reason": "x"})
+    assert no_csrf.status_code == 403
+    renewed = world.post("reviewer", path, json={
+        "action": "renew", "reason": "arrest expected soon",
+        "review_on": str(today + timedelta(14))})
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json() == {"id": rid, "state": "exempted",
+                              "review_on": str(today + timedelta(14))}
+    assert world.clients["reviewer"].get("/v1/review/exemptions/overdue").json() == {
+        "exemptions": []}
+    assert world.outbox("disclosure_notice") == []
+    # The subject still sees nothing while the exemption stands.
+    mine = world.clients["subject"].get("/v1/subject/requests")
+    assert mine.status_code == 200 and rid not in mine.text
+    # Lifted: state notified, the notice queued with the original disclosure's date and why
+    # it is late, the request now visible to the person, the steps on the ledger.
+    lifted = world.post("reviewer", path, json={"action": "lift", "reason": "suspect charged"})
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json() == {"id": rid, "state": "notified", "review_on": None}
+    [notice] = world.outbox("disclosure_notice")
+    assert "We did not tell you at the time because" in notice.body
+    assert f"reference {rid}" in notice.body
+    assert notice.recipient == "R-SUSPECT"
+    mine = world.clients["subject"].get("/v1/subject/requests")
+    assert mine.status_code == 200 and rid in mine.text
+    with transaction(world.cfg.factory) as s:
+        from sqlalchemy import select
+
+        from safehaven.store.models import RequestRow, TransitionRow
+
+        events = [t.event for t in s.execute(
+            select(TransitionRow).join(RequestRow, RequestRow.id == TransitionRow.request_id)
+            .where(RequestRow.public_id == rid).order_by(TransitionRow.id)).scalars()]
+    assert events[-3:] == ["exempt", "renew_exemption", "lift_exemption"]
+    again = world.post("reviewer", path, json={"action": "lift", "reason": "twice"})
+    assert again.status_code == 409
+    stats = world.clients["oversight"].get("/v1/oversight/statistics").json()
+    [police] = [t for t in stats["totals"] if t["agreement"] == "nhs-police-tracing"]
+    assert (police["notified"], police["exempted"]) == ("<10", 0)  # small counts suppressed

@@ -50,7 +50,9 @@ def test_every_state_is_reachable_and_terminal_states_are_final():
         (State.DISCLOSED, Event.DISCLOSE),  # never disclose twice
         (State.REFUSED, Event.APPROVE),  # a refusal is final
         (State.NOTIFIED, Event.EXEMPT),
-        (State.EXEMPTED, Event.NOTIFY),
+        (State.EXEMPTED, Event.NOTIFY),  # told only by lifting the exemption, on record
+        (State.NOTIFIED, Event.LIFT_EXEMPTION),
+        (State.DISCLOSED, Event.RENEW_EXEMPTION),
         (State.MATCHED, Event.NOTIFY),  # notify only after a disclosure
     ],
 )

@@ -48,7 +48,7 @@ from safehaven.service.reports import (
 )
 from safehaven.store import db as store_db
 from safehaven.store.db import make_engine, session_factory, transaction, upgrade
-from safehaven.store.models import ReportDailyRow, ReportRefusalRow
+from safehaven.store.models import ReportDailyRow, ReportRefusalRow, TransitionRow
 from tests.builders import DFE_TRACE, NHS_DEPORT, NHS_TRACE, POLICE, STATUS, body, req
 from tests.conftest import _drop_pg, _fresh_pg
 
@@ -93,6 +93,9 @@ plans = st.fixed_dictionaries({
                                 "no_address"]),
     "notice": st.sampled_from([None, "notify", "exempt", "exempt_bad"]),
     "abort_after": st.booleans(),
+    # Later, the exemption's review: kept for longer, or lifted (the person told after all).
+    "exemption_review": st.sampled_from([None, "renew", "lift", "lift"]),
+    "abort_exemption_review": st.booleans(),
 })
 
 
@@ -192,6 +195,24 @@ def run_history(factory: Any, agreements: Any, history: list[dict[str, Any]]) ->
         if pid is not None:
             _attempt(factory, lambda s, pid=pid, p=p: follow(s, pid, p), p["abort_after"])
 
+    def review_exemption(s: Any, pid: str, action: str) -> None:
+        row = svc.get_request(s, pid)
+        at = row.received_at + timedelta(days=2)
+        if action == "renew":
+            agreement = agreements.get(row.agreement_id)
+            svc.renew_exemption(s, pid, agreement, reason="still", actor="t", at=at,
+                                review_on=at.date() + timedelta(days=1))
+        else:
+            svc.lift_exemption(s, pid, reason="over", actor="t", at=at)
+
+    # A request not exempted is refused (NotificationError) and rolled back.
+    for pid, p in zip(ids, history, strict=True):
+        actions = {None: [], "renew_then_lift": ["renew", "lift"]}.get(
+            p.get("exemption_review"), [p.get("exemption_review")])
+        for action in actions if pid is not None else ():
+            _attempt(factory, lambda s, pid=pid, a=action: review_exemption(s, pid, a),
+                     p.get("abort_exemption_review", False))
+
 
 def _cmp(table: dict[Any, Counts]) -> dict[Any, Any]:
     """Counts as comparable data, every field and every refusal rule, zero rules dropped."""
@@ -248,7 +269,16 @@ def _populate(factory: Any, agreements: Any) -> None:
             "match": ["matched", "matched", "ambiguous", "no_match"][i % 4],
             "release": ["address", "postcode_same", "no_address"][i % 3],
             "notice": [None, "notify", "exempt"][i % 3], "abort_after": False,
+            # Only exempted requests can be reviewed; the rest are refused and rolled back.
+            "exemption_review": None,
         })
+    # Two more police traces that reach an exemption from notice: one kept, one renewed
+    # and then lifted (the person told after all).
+    for n, review in enumerate(("renew", "renew_then_lift")):
+        history.append({**history[0], "kind": "police", "anchor": ANCHORS[n],
+                        "reviews": [(0, "approve")], "match": "matched",
+                        "release": "address", "notice": "exempt",
+                        "exemption_review": review})
     run_history(factory, agreements, history)
 
 
@@ -261,6 +291,9 @@ def test_rollup_equals_reference_over_a_history_reaching_every_count(factory, ag
             setattr(total, name, getattr(total, name) + getattr(c, name))
     missing = [name for name in COUNT_FIELDS if not getattr(total, name)]
     assert not missing, f"the history never reaches {missing}: untested"
+    with transaction(factory) as s:
+        events = set(s.execute(select(TransitionRow.event)).scalars())
+    assert {"exempt", "renew_exemption", "lift_exemption"} <= events, "exemption review untested"
     assert any(len(c.refused_by_rule) > 1 for c in reference.values())
 
 

@@ -49,6 +49,22 @@ class VerdictResult(BaseModel):
     approvals_needed: int
 
 
+class ExemptionReview(BaseModel):
+    """Keep an exemption from notice for longer (``renew``, with a new ``review_on``) or
+    end it (``lift``: the person is sent the notice now).  A written reason either way."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["renew", "lift"]
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+    review_on: date | None = None
+
+
+class ExemptionReviewResult(BaseModel):
+    id: str
+    state: str
+    review_on: str | None
+
+
 class Queue(BaseModel):
     requests: list[dict[str, Any]]
 
@@ -135,3 +151,31 @@ def overdue(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
     with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.REVIEWER)
         return {"exemptions": notifications.overdue_exemptions(session, cfg.clock().date())}
+
+
+@router.post("/exemptions/{request_id}", response_model=ExemptionReviewResult,
+             responses=errors(409),
+             summary="Renew or lift an exemption from notice, with a written reason "
+             "(needs X-CSRF-Token)")
+async def review_exemption(
+    request_id: str, body: ExemptionReview, cfg: Cfg, creds: auth.Creds
+) -> dict[str, Any]:
+    if not body.reason.strip():
+        raise unprocessable(["reason: a written reason is required"])
+
+    def work(session: Session) -> dict[str, Any]:
+        web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
+        assert web.username is not None
+        try:
+            return notifications.review_exemption(
+                session, request_id, cfg.agreements, action=body.action, reason=body.reason,
+                review_on=body.review_on, actor=web.username, at=cfg.clock())
+        except svc.NotFoundError:
+            raise not_found() from None
+        except svc.NotificationError as exc:
+            msg = str(exc)
+            if msg.startswith("state:"):
+                raise ApiError(409, "no exemption to review", [msg]) from None
+            raise unprocessable([msg]) from None
+
+    return await cfg.writer.run_async(work)

@@ -36,6 +36,8 @@ class Event(StrEnum):
     DISCLOSE = "disclose"
     NOTIFY = "notify"
     EXEMPT = "exempt"
+    RENEW_EXEMPTION = "renew_exemption"
+    LIFT_EXEMPTION = "lift_exemption"
 
 
 #: (state, event) -> next state.  Anything absent is illegal.
@@ -53,11 +55,16 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.MATCHED, Event.DISCLOSE): State.DISCLOSED,
     (State.DISCLOSED, Event.NOTIFY): State.NOTIFIED,
     (State.DISCLOSED, Event.EXEMPT): State.EXEMPTED,
+    # An exemption from notice is reviewed by its date: kept (with a new date and reason)
+    # or lifted, and then the person is told after all.
+    (State.EXEMPTED, Event.RENEW_EXEMPTION): State.EXEMPTED,
+    (State.EXEMPTED, Event.LIFT_EXEMPTION): State.NOTIFIED,
 }
 
-TERMINAL: frozenset[State] = frozenset(
-    {State.REFUSED, State.NO_MATCH, State.NOTIFIED, State.EXEMPTED}
-)
+#: States with no way out.  ``exempted`` is not one: nothing more is disclosed, but
+#: whether to tell the person stays open until the exemption is lifted.  (Reports count it
+#: as settled, not pending: ``service.reports``.)
+TERMINAL: frozenset[State] = frozenset({State.REFUSED, State.NO_MATCH, State.NOTIFIED})
 
 
 class IllegalTransition(Exception):

@@ -9,18 +9,19 @@ reason and a date by which someone must look at it again.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import Environment, StrictUndefined
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from safehaven.domain.agreement import Agreement
+from safehaven.domain.decision import AgreementSet
 from safehaven.domain.purposes import PURPOSES
 from safehaven.service import requests as svc
 from safehaven.service.clock import as_utc
 from safehaven.store.accounts import OutboxRow
-from safehaven.store.models import DisclosureRow, NotificationRow, RequestRow
+from safehaven.store.models import DisclosureRow, MatchRow, NotificationRow, RequestRow
 
 FIELD_LABELS = {
     "nhs_number": "your NHS number",
@@ -51,7 +52,10 @@ The agreement it was given under: "{{ agreement_title }}" ({{ agreement_id }}, v
 What was given to them on {{ disclosed_on }}:
 {% for label in fields %}  - {{ label }}
 {% else %}  - nothing
-{% endfor %}
+{% endfor %}{% if delayed_because %}
+We did not tell you at the time because {{ delayed_because }}  That reason no
+longer applies, so we are telling you now.
+{% endif %}
 You can see every request made about you, who made it and what was given, in the
 safehaven portal (reference {{ reference }}).  You can ask {{ controller }} why this
 happened and complain to the Information Commissioner's Office.
@@ -60,7 +64,8 @@ happened and complain to the Information Commissioner's Office.
 
 
 def render_notice(
-    row: RequestRow, agreement: Agreement, released: dict[str, Any], *, at: datetime
+    row: RequestRow, agreement: Agreement, released: dict[str, Any], *, at: datetime,
+    delayed_because: str | None = None,
 ) -> str:
     requester = next(
         (p.name for p in agreement.parties.requesters if p.id == row.requester), row.requester
@@ -77,6 +82,7 @@ def render_notice(
         disclosed_on=as_utc(at).date().isoformat(),
         fields=[FIELD_LABELS.get(f, f) for f in sorted(released)],
         reference=row.public_id,
+        delayed_because=delayed_because,
     )
 
 
@@ -104,6 +110,63 @@ def notify_disclosure(
     )
     session.flush()
     return state
+
+
+ExemptionAction = Literal["renew", "lift"]
+
+
+def review_exemption(
+    session: Session,
+    public_id: str,
+    agreements: AgreementSet,
+    *,
+    action: ExemptionAction,
+    reason: str,
+    review_on: date | None,
+    actor: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """A reviewer's decision on an exemption from notice: keep it longer, or lift it.
+
+    Lifting queues the disclosure notice at once, dated with the day of the disclosure and
+    saying why it comes late (the exemption's own description from the agreement), to the
+    register record the request matched, exactly as a timely notice would have gone.
+    """
+    row = svc.get_request(session, public_id)
+    agreement = agreements.get(row.agreement_id)
+    if agreement is None:
+        raise svc.NotificationError(f"agreement: {row.agreement_id!r} is not loaded")
+    if action == "renew":
+        if review_on is None:
+            raise svc.NotificationError("review_on: required to renew an exemption")
+        until = svc.renew_exemption(session, public_id, agreement, reason=reason,
+                                    review_on=review_on, actor=actor, at=at)
+        return {"id": public_id, "state": row.state, "review_on": until.isoformat()}
+    if review_on is not None:
+        raise svc.NotificationError("review_on: only with action 'renew'")
+    notice = svc.lift_exemption(session, public_id, reason=reason, actor=actor, at=at)
+    disclosure = session.execute(
+        select(DisclosureRow).where(DisclosureRow.request_id == row.id)
+    ).scalar_one()
+    match = session.execute(select(MatchRow).where(MatchRow.request_id == row.id)).scalar_one()
+    exemption = next((e for e in agreement.notification.exemptions
+                      if e.id == notice.exemption_id), None)
+    because = (exemption.description.rstrip(".") + "." if exemption
+               else f"of an exemption from notice ({notice.exemption_id}).")
+    session.add(
+        OutboxRow(
+            request_id=row.id,
+            kind="disclosure_notice",
+            channel="letter",
+            recipient=match.record_id or "",
+            body=render_notice(row, agreement, dict(disclosure.fields),
+                               at=disclosure.disclosed_at, delayed_because=because),
+            created_at=at,
+            sent_at=None,
+        )
+    )
+    session.flush()
+    return {"id": public_id, "state": row.state, "review_on": None}
 
 
 def disclosure_of(session: Session, request_row_id: int) -> dict[str, Any] | None:

@@ -611,6 +611,86 @@ def exempt(
     return row.state
 
 
+def _exemption_row(session: Session, row: RequestRow) -> NotificationRow:
+    if row.state != State.EXEMPTED.value:
+        raise NotificationError(f"state: the request is {row.state}, not exempted from notice")
+    found = session.execute(
+        select(NotificationRow).where(NotificationRow.request_id == row.id)
+    ).scalar_one()
+    return found
+
+
+def renew_exemption(
+    session: Session,
+    public_id: str,
+    agreement: Agreement,
+    *,
+    reason: str,
+    review_on: date,
+    actor: str,
+    at: datetime,
+) -> date:
+    """Keep an exemption from notice for a further period, with a fresh written reason.
+
+    The same limit as when it was recorded: the new review date is at most the
+    exemption's ``review_after_days`` from today, so an exemption cannot be parked for
+    years by one decision.  The notification row keeps the latest reason and date; every
+    renewal is a transition and a ledger entry (with the reason's hash).
+    """
+    row = get_request(session, public_id)
+    notice = _exemption_row(session, row)
+    allowed = {e.id: e for e in agreement.notification.exemptions}
+    exemption = allowed.get(notice.exemption_id or "")
+    if agreement.id != row.agreement_id or exemption is None:
+        raise NotificationError(
+            f"exemption_id: {notice.exemption_id!r} is no longer allowed by the agreement; "
+            "lift the exemption instead")
+    if not reason.strip():
+        raise NotificationError("reason: a renewal needs a written reason")
+    today = as_utc(at).date()
+    latest = today + timedelta(days=exemption.review_after_days)
+    if review_on > latest or review_on <= today:
+        raise NotificationError(
+            f"review_on: must be after today and no later than {latest.isoformat()}")
+    _record(session, row, Event.RENEW_EXEMPTION, actor, at, {
+        "exemption": notice.exemption_id, "review_on": review_on.isoformat(),
+        "previous_review_on": notice.review_on.isoformat() if notice.review_on else None,
+        "reason_sha256": content_hash(reason.strip()),
+    })
+    notice.reason = reason.strip()
+    notice.review_on = review_on
+    notice.recorded_by = actor
+    notice.recorded_at = at
+    _write_steps(session)
+    session.flush()
+    return review_on
+
+
+def lift_exemption(
+    session: Session, public_id: str, *, reason: str, actor: str, at: datetime
+) -> NotificationRow:
+    """End an exemption: the person is to be told now (the caller queues the notice).
+
+    The notification row becomes ``notified`` but keeps the exemption's id, so a report
+    can tell a late notice from a timely one; the ledger has the whole history.
+    """
+    row = get_request(session, public_id)
+    notice = _exemption_row(session, row)
+    if not reason.strip():
+        raise NotificationError("reason: lifting an exemption needs a written reason")
+    _record(session, row, Event.LIFT_EXEMPTION, actor, at, {
+        "exemption": notice.exemption_id, "reason_sha256": content_hash(reason.strip()),
+    })
+    notice.kind = "notified"
+    notice.reason = reason.strip()
+    notice.review_on = None
+    notice.recorded_by = actor
+    notice.recorded_at = at
+    _write_steps(session)
+    session.flush()
+    return notice
+
+
 def cap_used(session: Session, agreement_id: str, month: str) -> int:
     value = session.execute(
         select(func.coalesce(func.max(CapCounterRow.used), 0)).where(

@@ -23,6 +23,7 @@ review_refuse          ``refused_by_reviewer``
 match / no_match       ``matched``, ``ambiguous`` or ``no_match`` (the matcher's status)
 disclose               ``disclosed`` and ``new_information`` or ``already_known``
 notify / exempt        ``notified`` / ``exempted``
+lift_exemption         ``exempted`` −1, ``notified`` +1 (renew_exemption: nothing)
 → a terminal state     ``pending`` −1
 =====================  =================================================================
 
@@ -124,6 +125,9 @@ def increments(
             c["notified"] += 1
         elif event == "exempt":
             c["exempted"] += 1
+        elif event == "lift_exemption":  # told after all: no longer counted as exempted
+            c["exempted"] -= 1
+            c["notified"] += 1
     return counts, rules
 
 
