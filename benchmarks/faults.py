@@ -46,7 +46,8 @@ def main() -> int:
 
     def report(r: TrialResult) -> None:
         flag = "FAIL " + "; ".join(r.problems[:3]) if r.problems else "ok"
-        print(f"trial {r.trial:4d}: killed after {r.seconds_before_kill:.2f}s, "
+        print(f"trial {r.trial:4d} ({r.workers} worker{'s' if r.workers > 1 else ''}): "
+              f"killed after {r.seconds_before_kill:.2f}s, "
               f"{r.acked_submits} acked requests, {r.acked_verdicts} acked verdicts, "
               f"{r.replayed} replayed: {flag}", flush=True)
 
@@ -58,6 +59,7 @@ def main() -> int:
         "benchmark": "faults (kill -9)",
         "command": f"benchmarks/faults.py --trials {args.trials} --seed {args.seed}",
         "trials": len(results),
+        "trials_with_two_workers": sum(1 for r in results if r.workers == 2),
         "failed_trials": len(failed),
         "acked_requests": sum(r.acked_submits for r in results),
         "trials_with_no_ack": sum(1 for r in results if r.acked_submits == 0),

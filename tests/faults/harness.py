@@ -450,6 +450,7 @@ def _check_rows(s: Session, acks: Acks | None) -> list[str]:
 @dataclass
 class TrialResult:
     trial: int
+    workers: int
     acked_submits: int
     acked_verdicts: int
     replayed: int
@@ -460,14 +461,20 @@ class TrialResult:
 def run_trials(home: Path, trials: int, *, seed: int = 7, min_s: float = 0.3,
                max_s: float = 2.0, replay_sample: int = 20,
                report: Callable[[TrialResult], None] | None = None) -> list[TrialResult]:
-    """``trials`` kill -9 trials over one workspace (state accumulates, as in real life)."""
+    """``trials`` kill -9 trials over one workspace (state accumulates, as in real life).
+
+    Odd trials run ``serve --workers 2`` (two processes, two group-commit writers taking
+    turns at the database), even ones a single process; a kill takes the whole process
+    group, as a power cut would.
+    """
     rng = random.Random(seed)
     ws = make_workspace(home)
     sign_head(ws)
     results: list[TrialResult] = []
     previous: Acks | None = None
     for n in range(trials):
-        server = start_server(ws)
+        workers = 2 if n % 2 else 1
+        server = start_server(ws, extra_args=("--workers", str(workers)))
         problems: list[str] = []
         replayed = 0
         try:
@@ -481,8 +488,8 @@ def run_trials(home: Path, trials: int, *, seed: int = 7, min_s: float = 0.3,
         problems += [f"5xx before the kill: {e}" for e in acks.server_errors]
         problems += check_invariants(ws, acks)
         sign_head(ws)
-        result = TrialResult(n, len(acks.submits), len(acks.verdicts), replayed, wait,
-                             problems)
+        result = TrialResult(n, workers, len(acks.submits), len(acks.verdicts), replayed,
+                             wait, problems)
         results.append(result)
         if report:
             report(result)

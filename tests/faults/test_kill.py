@@ -33,3 +33,4 @@ def test_sigkill_trials_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     # The suite is only honest if the server really was busy when it died.
     assert all(r.acked_submits >= 1 for r in results)
     assert sum(r.acked_verdicts for r in results) >= 1
+    assert {r.workers for r in results} == {1, 2}  # single process and two workers both
