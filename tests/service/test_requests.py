@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -394,3 +395,47 @@ def test_prepared_for_another_request_is_refused(factory, agreements):
     with transaction(factory) as s, pytest.raises(ValueError, match="prepared"):
         svc.submit(s, prepared.request, agreements, received_at=AT + timedelta(seconds=1),
                    prepared=prepared)
+
+
+def test_writers_lock_ledger_before_cap_counter(factory, agreements):
+    """A group-commit transaction that has already appended (holding the ledger lock) and
+    then submits under a capped agreement, against a lone capped submit: both finish.
+    Locking the counter before the ledger in the second would deadlock on PostgreSQL."""
+    from safehaven.ledger import log as ledger_log
+
+    if factory.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite has one database lock; no lock order to get wrong")
+    at = datetime(2016, 11, 20, tzinfo=UTC)
+    with transaction(factory) as s:  # the counter row exists, as after the month's first
+        svc.submit(s, req(DFE_TRACE), agreements, received_at=at)
+    first_holds_ledger = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with transaction(factory) as s:
+                ledger_log.append(s, {"type": "test.earlier-unit"})
+                first_holds_ledger.set()
+                time.sleep(0.5)  # the other writer reaches its locks meanwhile
+                svc.submit(s, req({**DFE_TRACE, "request_id": "a"}), agreements,
+                           received_at=at)
+        except BaseException as exc:
+            errors.append(exc)
+            first_holds_ledger.set()
+
+    def second() -> None:
+        first_holds_ledger.wait(10)
+        try:
+            submit(factory, agreements, {**DFE_TRACE, "request_id": "b"}, at=at)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    with transaction(factory) as s:
+        assert svc.cap_used(s, "dfe-home-office-2016", "2016-11") == 0  # firewall refused all
+        assert s.execute(select(func.count()).select_from(RequestRow)).scalar_one() == 3

@@ -106,6 +106,18 @@ def _state(session: Session, *, lock: bool) -> tuple[int, list[bytes]]:
     return size, frontier
 
 
+def lock(session: Session) -> None:
+    """Take the ledger's append lock now, for a transaction that will append later.
+
+    Why: a transaction that takes another row lock (a volume-cap counter) before its first
+    append would otherwise lock in the opposite order to one that has already appended,
+    and two PostgreSQL writers could deadlock.  Taking this lock first keeps one order:
+    ledger, then anything else.  (On SQLite ``BEGIN IMMEDIATE`` already holds the only
+    lock, so this is a plain read.)
+    """
+    _state(session, lock=True)
+
+
 def size(session: Session) -> int:
     return _state(session, lock=False)[0]
 

@@ -152,7 +152,13 @@ def _no_unwritten_steps(session: Session) -> None:
 
 
 def _lock_counter(session: Session, agreement_id: str, month: str) -> CapCounterRow:
-    """Create-if-missing then lock the month's counter so concurrent submits serialise."""
+    """Create-if-missing then lock the month's counter so concurrent submits serialise.
+
+    The ledger's append lock is taken first (``ledger.log.lock``): every writer then locks
+    in one order, ledger before counter, even in a group-commit transaction whose earlier
+    units have already appended.
+    """
+    ledger_log.lock(session)
     dialect = session.get_bind().dialect.name
     values = {"agreement_id": agreement_id, "month": month, "used": 0}
     if dialect == "postgresql":
