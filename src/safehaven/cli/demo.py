@@ -3,8 +3,10 @@
 A synthetic register is generated and trained on, the bundled agreements are loaded, and
 a request stream built from the documented parameters (``safehaven/demo/parameters.yaml``)
 is replayed through submit → decide → review → match → disclose → notify, each step on the
-ledger.  The printed figures are read back from the store by the report service.  Then the
-web interface is served (unless ``--no-serve``).
+ledger.  Controllers' synthetic records are written to ``$SAFEHAVEN_HOME/datasets`` and a
+few requests for counts are replayed after the stream, with the firewall back on
+(``safehaven/demo/aggregates.py``).  The printed figures are read back from the store by the
+report service.  Then the web interface is served (unless ``--no-serve``).
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ SHORT = {
     "dfe-home-office-2016": "DfE→HO NPD",
     "nhs-police-tracing": "NHS→police",
     "home-office-status-checks": "status checks",
+    "gla-home-office-outreach-map": "GLA→HO map",
+    "dfe-school-census-statistics": "DfE→ONS stats",
+    "gla-outreach-service-planning": "GLA→boroughs",
 }
 
 
@@ -158,6 +163,24 @@ def _published_table(summary: dict[str, Any]) -> Table:
         diff = "—" if c["difference_points"] is None else f"{c['difference_points']:+.1f} pts"
         table.add_row(c["label"], f"{c['published'] * 100:.1f} % ({c['published_counts']})",
                       sim, diff)
+    return table
+
+
+def _aggregates_table(outcomes: list[dict[str, Any]]) -> Table:
+    table = Table(title="Requests for counts (aggregate releases), after the replay")
+    for name in ("case", "agreement", "outcome", "reviewers", "hidden cells"):
+        table.add_column(name, justify="right" if name == "hidden cells" else "left")
+    for o in outcomes:
+        outcome = o["state"].replace("_", " ")
+        if any(r.startswith("firewall.") for r in o["refused_by"]):
+            outcome += " by the firewall"
+        elif o["refused_by"]:
+            outcome += f": {', '.join(o['refused_by'])}"
+        elif o["state"] == "refused" and o["reviewers"]:
+            outcome += " by a reviewer"
+        hidden = o["suppressed_cells"] if o["state"] in ("released", "in_review") else None
+        table.add_row(o["case"], SHORT.get(o["agreement"], o["agreement"]), outcome,
+                      ", ".join(o["reviewers"]) or "—", "—" if hidden is None else str(hidden))
     return table
 
 
@@ -191,11 +214,13 @@ def demo_command(
 ) -> None:
     """Replay the seeds' 2016-2018 timeline through the real pipeline and serve the UI."""
     from safehaven.agreements import load_dir
+    from safehaven.demo.aggregates import DatasetConflictError, replay_aggregates, write_datasets
     from safehaven.demo.parameters import load_parameters
     from safehaven.demo.registers import build_registers
     from safehaven.demo.stream import generate
     from safehaven.demo.summary import summary_dict, totals
     from safehaven.demo.variants import WHAT_IFS, variant
+    from safehaven.service.aggregates import DatasetDirectory
     from safehaven.service.clock import utcnow
     from safehaven.service.settings import set_firewall
     from safehaven.store.db import open_store, session_factory
@@ -210,6 +235,11 @@ def demo_command(
     except (OSError, ValueError) as exc:
         fail(f"--parameters: {exc}", as_json=as_json)
     _fresh_workspace(database_url, as_json=as_json)
+    datasets_dir = workspace_home() / "datasets"
+    try:
+        write_datasets(params, datasets_dir)
+    except DatasetConflictError as exc:
+        fail(str(exc), as_json=as_json)
     agreements = load_dir()
     engine = open_store(database_url)
     _fast_sqlite(engine)
@@ -236,9 +266,12 @@ def demo_command(
                             label="replaying 2016-2018 (as it happened)")
         with factory() as session, session.begin():
             set_firewall(session, True, actor="demo", reason=FIREWALL_ON_REASON)
+        aggregate_outcomes = replay_aggregates(factory, params, agreements,
+                                               DatasetDirectory(datasets_dir))
         accounts = _accounts(factory, params.reviewers)
         with factory() as session:
             summary = summary_dict(session, params)
+        summary["aggregates"] = [o.as_dict() for o in aggregate_outcomes]
         other: dict[str, Any] | None = None
         if what_if is not None:
             home = workspace_home()
@@ -269,6 +302,7 @@ def demo_command(
     else:
         out.print(_totals_table(summary))
         out.print(_published_table(summary))
+        out.print(_aggregates_table(summary["aggregates"]))
         if other is not None:
             out.print(_difference(summary["totals"], other, str(what_if)))
         out.print(f"{result.requests:,} requests replayed ({result.reviews:,} reviews, "
@@ -299,8 +333,12 @@ def _serve(database_url: str | None, matcher: Any, port: int, accounts: dict[str
     out.print(f"  • {base}/transparency   public transparency report with charts")
     out.print(f"  • {base}/agreements     agreements and their status history")
     out.print(f"  • {base}/ledger         ledger head and verification")
-    out.print(f"  • {base}/review         reviewer desk (log in as "
+    out.print(f"  • {base}/review         reviewer desk: tracing requests and aggregate "
+              "releases (log in as "
               + ", ".join(f"{n} / {p}" for n, p in accounts.items() if n != "oversight") + ")")
+    if "oversight" in accounts:
+        out.print(f"  • {base}/oversight      every aggregate release, read-only (log in as "
+                  f"oversight / {accounts['oversight']})")
     out.print(f"  • {base}/portal         subject portal (access codes are printed here)")
     out.print("Press Ctrl+C to stop.")
     engine = open_store(database_url)

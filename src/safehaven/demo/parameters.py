@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 Month = Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")]
@@ -105,6 +105,64 @@ class Published(_Model):
     source: str
 
 
+class NationalityShares(_Model):
+    """How a controller's nationality question was answered; the rest answered British.
+
+    ``refused`` is stored as the answer ``refused`` and ``not_obtained`` as an empty value,
+    as the School Census recorded them (seed 004 ¶37)."""
+
+    refused: Share
+    not_obtained: Share
+    non_uk: Share
+    non_uk_values: Annotated[list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]],
+                             Field(min_length=1)]
+
+    @field_validator("non_uk_values")
+    @classmethod
+    def _not_british(cls, value: list[str]) -> list[str]:
+        if "GB" in value:
+            raise ValueError("GB is the British answer, not a non-UK nationality")
+        return value
+
+
+class DatasetSpec(_Model):
+    """One controller's synthetic records for aggregate releases (no names, no numbers)."""
+
+    controller: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]
+    label: str
+    records: Annotated[int, Field(ge=100, le=1_000_000)]
+    #: Ages are drawn uniformly between these (inclusive) on ``ages_on``.
+    age_years: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(le=110)]]
+    ages_on: date
+    #: Postcode district -> relative weight.
+    areas: Annotated[dict[Annotated[str, Field(pattern=r"^[A-Z]{1,2}[0-9][0-9A-Z]?$")],
+                          Annotated[float, Field(gt=0)]], Field(min_length=1)]
+    gender: Annotated[dict[str, Annotated[float, Field(gt=0)]], Field(min_length=1)]
+    nationality: NationalityShares
+    #: The ``registered_on`` column (date first seen), drawn uniformly in this range.
+    first_seen: tuple[date, date] | None = None
+    #: ``latitude`` / ``longitude`` columns, as an outreach worker's app records them; they
+    #: are in the file so that the demo shows they never leave it.
+    point_locations: bool = False
+
+
+class CaseReview(_Model):
+    after_days: Annotated[int, Field(ge=0, le=365)]
+    reviewer: str
+    verdict: Literal["approve", "refuse"]
+    reason: Annotated[str, Field(min_length=1)]
+
+
+class AggregateCase(_Model):
+    """One request for counts (format ``safehaven.aggregate/v1``), received on its
+    ``made_on`` day, and what the simulated reviewers do with it."""
+
+    id: str
+    label: str
+    request: dict[str, object]
+    reviews: list[CaseReview] = []
+
+
 class Parameters(_Model):
     seed: int
     replay: Replay
@@ -114,6 +172,8 @@ class Parameters(_Model):
     review_delay_days: tuple[int, int]
     streams: Annotated[list[Stream], Field(min_length=1)]
     published: list[Published]
+    datasets: list[DatasetSpec]
+    aggregates: list[AggregateCase]
 
     @field_validator("reviewers")
     @classmethod
@@ -121,6 +181,15 @@ class Parameters(_Model):
         if len(set(value)) != len(value):
             raise ValueError("reviewers must be different people (four-eyes)")
         return value
+
+    @model_validator(mode="after")
+    def _known_reviewers(self) -> Parameters:
+        for case in self.aggregates:
+            for review in case.reviews:
+                if review.reviewer not in self.reviewers:
+                    raise ValueError(f"aggregates: {case.id}: reviewer {review.reviewer!r} is "
+                                     f"not one of the reviewers {self.reviewers}")
+        return self
 
 
 def default_path() -> Path:
