@@ -375,3 +375,19 @@ def oversight_list(
         auth.person(session, cfg, creds, auth.OVERSIGHT)
         rows = svc.list_releases(session, state=state, limit=limit)
         return {"releases": [svc.review_view(r) for r in rows]}
+
+
+@router.get(
+    "/v1/oversight/aggregates/{release_id}",
+    tags=["oversight"],
+    response_model=AggregateReview,
+    responses=errors(),
+    summary="One aggregate release in full: request, decision, table, reviews (read-only)",
+)
+def oversight_show(release_id: ReleaseId, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+    with transaction(cfg.reader) as session:
+        auth.person(session, cfg, creds, auth.OVERSIGHT)
+        try:
+            return svc.review_view(svc.get_release(session, release_id))
+        except NotFoundError:
+            raise not_found("aggregate release") from None

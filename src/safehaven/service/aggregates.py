@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -570,3 +570,45 @@ def list_releases(
     if state:
         query = query.where(AggregateReleaseRow.state == state)
     return list(session.execute(query).scalars())
+
+
+def outcome_counts(
+    session: Session, *, start: date | None = None, end: date | None = None,
+    agreement: str | None = None,
+) -> list[dict[str, Any]]:
+    """Requests for counts received from ``start`` to ``end`` (inclusive), by agreement and
+    purpose and by what became of them; never anything from a table.
+
+    These count agencies' requests for tables, not people, so they need no small-number
+    suppression; what must not reach a public page is a table's contents (an unreleased
+    table is the controller's data, and a released one went to one requester).  A refusal
+    is the engine's (``refused_by_rules``, with the firewall's share in
+    ``refused_by_firewall``) or a reviewer's.
+    """
+    query = select(AggregateReleaseRow.agreement_id, AggregateReleaseRow.purpose,
+                   AggregateReleaseRow.state, AggregateReleaseRow.decision)
+    if start is not None:
+        query = query.where(
+            AggregateReleaseRow.received_at >= datetime.combine(start, time.min, UTC))
+    if end is not None:
+        query = query.where(AggregateReleaseRow.received_at
+                            < datetime.combine(end + timedelta(days=1), time.min, UTC))
+    if agreement:
+        query = query.where(AggregateReleaseRow.agreement_id == agreement)
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    for agreement_id, purpose, state, decision in session.execute(query):
+        c = counts.setdefault((agreement_id, purpose), {
+            "agreement": agreement_id, "purpose": purpose, "received": 0, "released": 0,
+            "refused_by_rules": 0, "refused_by_firewall": 0, "refused_by_reviewer": 0,
+            "in_review": 0})
+        c["received"] += 1
+        if state == "refused":
+            if decision["outcome"] == Outcome.REFUSED.value:
+                c["refused_by_rules"] += 1
+                if any(r.startswith("firewall.") for r in decision["refused_by"]):
+                    c["refused_by_firewall"] += 1
+            else:
+                c["refused_by_reviewer"] += 1
+        else:
+            c[state] += 1
+    return [counts[k] for k in sorted(counts)]

@@ -1,10 +1,11 @@
-"""Server-rendered pages: transparency, agreements, ledger, reviewer desk, subject portal.
+"""Server-rendered pages: transparency, agreements, ledger, reviewer desk, oversight, portal.
 
 The pages are a thin skin over the HTTP API's own handlers and the services: a reviewer's
-verdict calls :func:`safehaven.api.reviewers.verdict` with the page session's cookie and
-the form's CSRF token, so the rules (four-eyes, written reasons, exemptions, CSRF) are
-enforced in exactly one place.  Everything works without JavaScript: forms post and
-redirect (POST/redirect/GET), charts are SVG drawn on the server.
+verdict calls :func:`safehaven.api.reviewers.verdict` (a tracing request) or
+:func:`safehaven.api.aggregates.review_verdict` (an aggregate release) with the page
+session's cookie and the form's CSRF token, so the rules (four-eyes, written reasons,
+exemptions, CSRF) are enforced in exactly one place.  Everything works without JavaScript:
+forms post and redirect (POST/redirect/GET), charts are SVG drawn on the server.
 
 The page cookie is separate from the API's (which is scoped to ``/v1``) and carries the
 same kind of server-side session; forms carry the session's CSRF token in a hidden field.
@@ -12,6 +13,7 @@ same kind of server-side session; forms carry the session's CSRF token in a hidd
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from importlib import resources
 from typing import Annotated, Any
@@ -24,12 +26,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from safehaven.api import aggregates as aggregate_api
 from safehaven.api import auth, people, reviewers, subjects
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError
 from safehaven.domain.statistics import Period
 from safehaven.ledger import heads, keys, log
 from safehaven.service import accounts
+from safehaven.service import aggregates as aggregate_service
 from safehaven.service import subjects as subject_service
 from safehaven.service.reports import ReportQuery, build_report
 from safehaven.service.settings import firewall_enabled, firewall_history
@@ -134,10 +138,12 @@ def transparency(
             period=Period(period) if period in {p.value for p in Period} else Period.MONTH,
         )
         report = build_report(session, q, public=True)
+        aggregate_counts = aggregate_service.outcome_counts(
+            session, start=q.start, end=q.end, agreement=q.agreement)
     charts = {t["agreement"]: chart_for(report, t["agreement"]) for t in report["totals"]}
     return render("transparency.html", request, report=report, charts=charts, labels=LABELS,
                   agreements=sorted(cfg.agreements.agreements), query=q,
-                  periods=[p.value for p in Period])
+                  periods=[p.value for p in Period], aggregate_counts=aggregate_counts)
 
 
 def timeline(agreement: Any, start: date, end: date, width: int = 720) -> dict[str, Any]:
@@ -235,6 +241,8 @@ async def review_login(
         return render("login.html", request, status=401, next=next,
                       error="Wrong username or password.")
     target = next if next.startswith("/") and not next.startswith("//") else "/review"
+    if web.role == "oversight" and target == "/review":
+        target = "/oversight"  # the desk is for reviewers; oversight reads its own page
     response = RedirectResponse(target, status_code=303)
     _set_cookie(response, cfg, web)
     return response
@@ -259,10 +267,133 @@ def review_queue(request: Request, cfg: Cfg) -> Response:
         return _login_redirect("/review")
     try:
         queue = reviewers.queue(cfg, _creds(request), limit=200)
+        counts = aggregate_api.review_queue(cfg, _creds(request), limit=200)
     except ApiError as exc:
         return render("message.html", request, status=exc.status, title="Not allowed",
                       message=exc.error)
-    return render("queue.html", request, web=web, items=queue["requests"])
+    return render("queue.html", request, web=web, items=queue["requests"],
+                  releases=counts["releases"], dimension_labels=DIMENSION_LABELS)
+
+
+# --- aggregate releases on the desk ---------------------------------------------------------
+
+#: How a breakdown is named on the pages (the API keeps the ids).
+DIMENSION_LABELS = {
+    "area": "Area (postcode district)",
+    "age_band": "Age band",
+    "gender": "Gender",
+    "nationality_group": "Nationality group",
+    "month": "Month first seen",
+}
+
+
+def _aggregate_terms(cfg: ApiConfig, view: dict[str, Any]) -> dict[str, Any]:
+    """The agreement's terms for this release (smallest cell shown, reviewers needed), as
+    the loaded agreements state them; ``None`` values if the agreement is no longer loaded."""
+    agreement = cfg.agreements.get(view["agreement"])
+    terms = agreement.purpose_terms(view["purpose"]) if agreement else None
+    aggregates = terms.aggregates if terms else None
+    return {
+        "title": agreement.title if agreement else None,
+        "requester_name": next((p.name for p in agreement.parties.requesters
+                                if p.id == view["requester"]), None) if agreement else None,
+        "controller": agreement.parties.controller.name if agreement else None,
+        "min_cell": aggregates.min_cell if aggregates else None,
+        "reviewers": int(view["decision"].get("reviewers_required", 0)),
+    }
+
+
+def _aggregate_page(request: Request, cfg: ApiConfig, web: accounts.WebSession,
+                    view: dict[str, Any], *, status: int = 200, done: str | None = None,
+                    errors: list[str] | None = None, form: dict[str, str] | None = None,
+                    oversight: bool = False) -> HTMLResponse:
+    mine = any(r["reviewer"] == web.username for r in view["reviews"])
+    return render("aggregate.html", request, status=status, web=web, r=view,
+                  terms=_aggregate_terms(cfg, view), reviewed_by_me=mine, done=done,
+                  errors=errors or [], form=form or {}, oversight=oversight,
+                  body_json=json.dumps(view["body"], indent=2, ensure_ascii=False),
+                  dimension_labels=DIMENSION_LABELS)
+
+
+def _release_id(value: str) -> str | None:
+    """A release id as the API accepts it (at most 64 characters), else ``None``: a page
+    answers a 404 page rather than the API's JSON validation error."""
+    return value if len(value) <= 64 else None
+
+
+def _release_not_found(request: Request) -> HTMLResponse:
+    return render("message.html", request, status=404, title="Aggregate release not found",
+                  message="No aggregate release has this id.")
+
+
+def _verdict_problems(exc: ValidationError) -> list[str]:
+    """The verdict form's own words for the model's complaints."""
+    said = {"verdict": "verdict: choose approve or refuse",
+            "reason": "reason: a written reason is required for every review"}
+    problems = []
+    for e in exc.errors():
+        field = str(e["loc"][0]) if e["loc"] else ""
+        problems.append(said.get(field, f"{field}: {e['msg']}"))
+    return problems
+
+
+@router.get("/review/aggregates", response_model=None)
+def aggregate_queue_redirect() -> Response:
+    """Aggregate releases wait in the one queue, beside tracing requests."""
+    return RedirectResponse("/review#aggregates", status_code=303)
+
+
+@router.get("/review/aggregates/{release_id}", response_model=None)
+def aggregate_detail(release_id: str, request: Request, cfg: Cfg,
+                     done: str | None = None) -> Response:
+    web = _who(cfg, request)
+    if web is None or web.role != "reviewer":
+        return _login_redirect(f"/review/aggregates/{release_id}")
+    if _release_id(release_id) is None:
+        return _release_not_found(request)
+    try:
+        view = aggregate_api.review_show(release_id, cfg, _creds(request))
+    except ApiError as exc:
+        return render("message.html", request, status=exc.status,
+                      title="Aggregate release not found", message=exc.error)
+    return _aggregate_page(request, cfg, web, view, done=done)
+
+
+@router.post("/review/aggregates/{release_id}", response_model=None)
+async def aggregate_verdict(
+    release_id: str, request: Request, cfg: Cfg,
+    verdict: Annotated[str, Form(max_length=10)] = "",
+    reason: Annotated[str, Form(max_length=4000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """A reviewer's verdict on an aggregate release, through the API's own handler (CSRF,
+    one verdict per reviewer, four-eyes, the release that follows) and its group-commit
+    writer; a problem re-renders the page with the reviewer's words kept."""
+    web = await run_in_threadpool(_who, cfg, request)
+    if web is None or web.role != "reviewer":
+        return _login_redirect(f"/review/aggregates/{release_id}")
+    if _release_id(release_id) is None:
+        return _release_not_found(request)
+    problems: list[str] = []
+    status = 422
+    try:
+        body = aggregate_api.AggregateVerdict.model_validate(
+            {"verdict": verdict, "reason": reason})
+        result = await aggregate_api.review_verdict(release_id, body, cfg,
+                                                    _creds(request, csrf_token))
+    except ValidationError as exc:
+        problems = _verdict_problems(exc)
+    except ApiError as exc:
+        if exc.status == 404:
+            return _release_not_found(request)
+        problems, status = exc.problems or [exc.error], exc.status
+    if problems:
+        view = await run_in_threadpool(aggregate_api.review_show, release_id, cfg,
+                                       _creds(request))
+        return _aggregate_page(request, cfg, web, view, status=status, errors=problems,
+                               form={"verdict": verdict, "reason": reason})
+    return RedirectResponse(f"/review/aggregates/{release_id}?done={result['state']}",
+                            status_code=303)
 
 
 @router.get("/review/{request_id}", response_model=None)
@@ -320,6 +451,42 @@ async def review_verdict(
                       done=None, errors=problems,
                       default_review_on=(cfg.clock().date() + timedelta(days=90)).isoformat())
     return RedirectResponse(f"/review/{request_id}?done={result['state']}", status_code=303)
+
+
+# --- oversight ----------------------------------------------------------------------------------
+
+
+@router.get("/oversight", response_model=None)
+def oversight_page(request: Request, cfg: Cfg) -> Response:
+    """Every aggregate release for the oversight role: outcomes by agreement, then each
+    release with who asked, what the rules and reviewers said, and the table's hash."""
+    web = _who(cfg, request)
+    if web is None or web.role != "oversight":
+        return _login_redirect("/oversight")
+    try:
+        listed = aggregate_api.oversight_list(cfg, _creds(request), state=None, limit=1000)
+    except ApiError as exc:
+        return render("message.html", request, status=exc.status, title="Not allowed",
+                      message=exc.error)
+    with transaction(cfg.reader) as session:
+        counts = aggregate_service.outcome_counts(session)
+    return render("oversight.html", request, web=web, releases=listed["releases"],
+                  counts=counts, dimension_labels=DIMENSION_LABELS)
+
+
+@router.get("/oversight/aggregates/{release_id}", response_model=None)
+def oversight_release(release_id: str, request: Request, cfg: Cfg) -> Response:
+    web = _who(cfg, request)
+    if web is None or web.role != "oversight":
+        return _login_redirect(f"/oversight/aggregates/{release_id}")
+    if _release_id(release_id) is None:
+        return _release_not_found(request)
+    try:
+        view = aggregate_api.oversight_show(release_id, cfg, _creds(request))
+    except ApiError as exc:
+        return render("message.html", request, status=exc.status,
+                      title="Aggregate release not found", message=exc.error)
+    return _aggregate_page(request, cfg, web, view, oversight=True)
 
 
 # --- subject portal ---------------------------------------------------------------------------
