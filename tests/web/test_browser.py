@@ -3,8 +3,9 @@
 Debian's ``chromium`` is driven by Playwright through ``executable_path`` (the test setup,
 ``scripts/ensure-chromium.sh``, installs it; Playwright never downloads a browser).  The
 server is the real app (API + pages) under uvicorn on a free port, over a store filled by a
-small ``safehaven demo`` replay plus one request that needs two reviewers.  A screenshot
-of every page is saved under ``test-artifacts/``.
+small ``safehaven demo`` replay (which also writes the controllers' synthetic datasets and
+leaves one aggregate release waiting for two reviewers) plus one tracing request that needs
+two reviewers.  A screenshot of every page is saved under ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -199,6 +200,84 @@ def test_four_eyes_approval_then_the_subject_sees_the_disclosure(site, browser):
     assert "Home Office Immigration Enforcement" in text and "2018-06-01" in text
     assert f"address-postalcode: {person['postcode']}" in text
     shot(page, "portal-requests")
+    page.close()
+
+
+def _unlabelled(page: Any) -> list[str]:
+    return list(page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(e => !(e.id && document.querySelector(`label[for="${e.id}"]`)))
+               .map(e => e.name)"""))
+
+
+def test_four_eyes_release_of_an_aggregate_table_through_the_desk(site, browser):
+    base = site["base"]
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    login(page, base, "reviewer-a")
+    waiting = page.locator('#aggregates ~ table a[href^="/review/aggregates/"]')
+    assert waiting.count() == 1, "the demo leaves one aggregate release in review"
+    href = waiting.first.get_attribute("href")
+    assert href is not None
+    page.locator("#aggregates").scroll_into_view_if_needed()
+    shot(page, "reviewer-queue-with-aggregates")
+    waiting.first.click()
+    assert page.get_by_role("heading", name="The table as it would be released").is_visible()
+    assert page.locator("#release-state").text_content() == "in review"
+    table = page.locator("table#counts")
+    assert table.is_visible()
+    suppressed = table.locator("td.suppressed")
+    assert suppressed.count() > 0
+    assert suppressed.first.inner_text() == "suppressed"
+    assert table.locator("tfoot th").first.inner_text() == "Total"
+    sha = page.locator("#table-sha256").inner_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", sha)
+    assert _unlabelled(page) == []
+    # No choice made: the form says so and keeps the reason.
+    page.get_by_label("Reason").fill("Planning need stated; every cell shown is 10 or more.")
+    page.get_by_role("button", name="Record verdict").click()
+    assert "verdict: choose approve or refuse" in page.locator(".error-summary").inner_text()
+    assert page.get_by_label("Reason").input_value().startswith("Planning need stated")
+    page.get_by_label("Approve").check()
+    shot(page, "aggregate-review")
+    page.get_by_role("button", name="Record verdict").click()
+    page.wait_for_url(re.compile(r"done="))
+    assert page.locator("#state").inner_text() == "in review"
+    assert "approvals still needed: 1" in page.locator("dl.summary").inner_text()
+    # Four-eyes: the same reviewer is offered no second verdict.
+    assert page.locator("#already-reviewed").is_visible()
+    assert page.get_by_role("button", name="Record verdict").count() == 0
+    page.get_by_role("button", name="Sign out").click()
+
+    login(page, base, "reviewer-b")
+    page.goto(base + href)
+    page.get_by_label("Approve").check()
+    page.get_by_label("Reason").fill("Second reviewer: proportionate for commissioning.")
+    page.get_by_role("button", name="Record verdict").click()
+    page.wait_for_url(re.compile(r"done="))
+    assert page.locator("#state").inner_text() == "released"
+    assert page.get_by_role("heading", name="The table as released").is_visible()
+    assert page.locator("#table-sha256").inner_text() == sha  # what was reviewed, released
+    reviews = page.locator("h2:has-text('Reviews so far') + table").inner_text()
+    assert "reviewer-a" in reviews and "reviewer-b" in reviews
+    shot(page, "aggregate-released")
+    page.get_by_role("button", name="Sign out").click()
+
+    # Oversight reads every release; the public page counts them and shows no table.
+    page.goto(f"{base}/review/login?next=/oversight")
+    page.get_by_label("Username").fill("oversight")
+    page.get_by_label("Password").fill("safehaven-demo-oversight")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/oversight$"))
+    assert page.get_by_role("heading", name="Aggregate releases").is_visible()
+    assert page.locator("#releases code", has_text="firewall.no-enforcement-targeting").count() == 1
+    shot(page, "oversight-aggregates")
+    page.get_by_role("button", name="Sign out").click()
+    page.goto(f"{base}/transparency")
+    counts = page.locator("#aggregate-counts")
+    assert counts.is_visible() and "gla-outreach-service-planning" in counts.inner_text()
+    assert page.locator("table#counts").count() == 0 and sha not in page.content()
+    counts.scroll_into_view_if_needed()
+    shot(page, "transparency-aggregates")
     page.close()
 
 
