@@ -129,6 +129,8 @@ def test_demo_writes_datasets_and_aggregate_requests_answer_in_its_workspace(
     assert cases["outreach-age-nationality"]["state"] == "refused"
     assert cases["outreach-age-nationality"]["reviewers"] == ["reviewer-b"]
     assert cases["outreach-nationality"]["state"] == "in_review"
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "demo.md").read_text()
+    assert f"({cases['ons-census']['suppressed_cells']} values hidden" in doc
 
     cfg = ApiConfig(engine=demo_workspace["engine"], agreements=load_dir())
     # The stored census table is the one the seed's records give: deterministic.

@@ -383,7 +383,7 @@ def test_release_page_shows_request_rules_and_the_protected_table(desk: Desk) ->
     assert values.count("suppressed") == table_values(page).count("suppressed") > 0
     assert all(v == "suppressed" or int(v.replace(",", "")) == 0
                or int(v.replace(",", "")) >= 10 for v in table_values(page))
-    assert f"{table['suppressed_cells']} value(s) are hidden" in page
+    assert f"{table['suppressed_cells']} values are hidden" in page
     for point in ("latitude", "longitude", "51.5", "E1 6AN"):
         assert point not in page
 
