@@ -199,6 +199,13 @@ def test_four_eyes_and_refusal_by_a_reviewer(world: World) -> None:
     # Oversight reads every release with its reviews, and cannot write.
     seen = world.clients["oversight"].get("/v1/oversight/aggregates").json()["releases"]
     assert {x["id"] for x in seen} == {rid, other}
+    one = world.clients["oversight"].get(f"/v1/oversight/aggregates/{other}").json()
+    assert one["state"] == "refused" and one["table"] is None  # refused: never shown
+    assert [r["reason"] for r in one["reviews"]] == ["breakdown too fine"]
+    assert world.clients["oversight"].get(
+        f"/v1/oversight/aggregates/{rid}").json()["table"] == a.get(
+        f"/v1/aggregates/{rid}").json()["table"]
+    assert world.clients["oversight"].get("/v1/oversight/aggregates/nope").status_code == 404
     assert world.post("oversight", path, json={"verdict": "approve",
                                                "reason": "x"}).status_code == 403
 

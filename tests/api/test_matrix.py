@@ -64,6 +64,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("POST", "/v1/review/aggregates/{qid}/verdict", {"verdict": "refuse", "reason": "matrix"},
      REVIEWER),
     ("GET", "/v1/oversight/aggregates", None, OVERSIGHT),
+    ("GET", "/v1/oversight/aggregates/{qid}", None, OVERSIGHT),
     ("POST", "/v1/session", {"username": "nobody", "password": "x"}, dict.fromkeys(ROLES, 401)),
     ("GET", "/v1/session", None, PEOPLE),
     ("DELETE", "/v1/session", None, {**PEOPLE, "reviewer": 204, "oversight": 204,
