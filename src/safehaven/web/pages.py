@@ -267,12 +267,12 @@ def review_queue(request: Request, cfg: Cfg) -> Response:
         return _login_redirect("/review")
     try:
         queue = reviewers.queue(cfg, _creds(request), limit=200)
-        counts = aggregate_api.review_queue(cfg, _creds(request), limit=200)
+        held = aggregate_api.review_queue(cfg, _creds(request), limit=200)
     except ApiError as exc:
         return render("message.html", request, status=exc.status, title="Not allowed",
                       message=exc.error)
     return render("queue.html", request, web=web, items=queue["requests"],
-                  releases=counts["releases"], dimension_labels=DIMENSION_LABELS)
+                  releases=held["releases"], dimension_labels=DIMENSION_LABELS)
 
 
 # --- aggregate releases on the desk ---------------------------------------------------------
