@@ -74,6 +74,18 @@ def test_unknown_or_missing_columns_are_rejected(tmp_path: Path, small: pd.DataF
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_a_column_named_twice_is_rejected(tmp_path: Path, small: pd.DataFrame) -> None:
+    """Found by the fuzz test: ``family,family`` in the header crashed the validator."""
+    src = tmp_path / "r.csv"
+    pd.concat([small, small[["family"]]], axis=1).to_csv(src, index=False)
+    assert src.read_text().splitlines()[0].count("family") == 2
+    with pytest.raises(RegisterImportError) as info:
+        import_register(src, tmp_path / "out.parquet")
+    assert (0, "family", "column appears more than once in the header") in \
+        info.value.report.problems
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_vectorised_nhs_check_equals_the_domain_rule() -> None:
     rnd = random.Random(7)
     values = [str(rnd.randrange(10**9, 10**10)) for _ in range(20_000)]

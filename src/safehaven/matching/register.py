@@ -198,11 +198,16 @@ def import_register(source: Path, dest: Path | None = None, *, chunk_rows: int =
         for table, total in _chunks(source, chunk_rows):
             unknown = [c for c in table.column_names if c not in REGISTER_SCHEMA.names]
             missing = [c for c in REQUIRED if c not in table.column_names]
-            if unknown or missing:
+            # A column named twice would make ``df[col]`` a frame, not a column, and which
+            # of the two is meant cannot be guessed.
+            twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+            if unknown or missing or twice:
                 for c in unknown:
                     report.add(0, c, "unknown column (not part of the register schema)")
                 for c in missing:
                     report.add(0, c, "required column is missing")
+                for c in twice:
+                    report.add(0, c, "column appears more than once in the header")
                 raise RegisterImportError(report)
             df = table.cast(pa.schema([pa.field(c, pa.string()) for c in table.column_names])
                             ).to_pandas()
