@@ -343,9 +343,11 @@ def _row_result(session: Session, cfg: ApiConfig, principal: AgencyPrincipal,
     if isinstance(row, dict):
         return row
     n, req, prepared = row
+    # No savepoint per row: the only refusals here (scope, an idempotency conflict) are
+    # raised before the row writes anything, and anything unexpected fails the whole
+    # batch, whose savepoint in the writer rolls it back and answers 503 for each row.
     try:
-        with session.begin_nested():
-            done = submit_one(session, cfg, principal, req, prepared)
+        done = submit_one(session, cfg, principal, req, prepared)
     except ApiError as exc:
         return {"row": n, "status": exc.status, "problems": exc.problems or [exc.error]}
     return {"row": n, "status": 201 if done.result.created else 200, **_accepted(done)}

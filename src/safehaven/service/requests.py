@@ -15,7 +15,6 @@ from typing import Any, Literal, cast
 
 from sqlalchemy import Table, bindparam, event, func, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -242,10 +241,10 @@ def submit(
         body_sha = content_hash(body)
     else:
         body, body_sha = prepared.body, prepared.body_sha
-    if request.request_id is not None:
-        earlier = _replay(session, request, body_sha)
-        if earlier is not None:
-            return earlier
+    # No lookup of the idempotency key first: nearly every key is new, and the unique
+    # constraint on (requester, request_key) finds the rest at the INSERT below, which
+    # then answers with the stored result (or the conflict).  One query less per submit,
+    # inside the lock every writer waits for.
 
     if firewall_on is None:
         firewall_on = firewall_enabled(session)
@@ -290,17 +289,16 @@ def submit(
         "body_sha256": body_sha,
     })
     decision_values = _store_decision(session, row, decision, received_at)
-    try:
-        row.id = _insert_request(session, row)
-    except IntegrityError:
-        # PostgreSQL only (on SQLite, BEGIN IMMEDIATE serialised the check above): a
-        # concurrent submit with the same key committed first.  Answer as if we had seen it
-        # instead of failing the request.
+    new_id = _insert_request(session, row)
+    if new_id is None:
+        # The key was used before (on PostgreSQL possibly by a concurrent submit that
+        # committed first): answer with the stored result, or the conflict.
         session.info.pop(_STEPS, None)  # the steps of the row that was not written
-        earlier = _replay(session, request, body_sha) if request.request_id else None
-        if earlier is None:
-            raise
+        earlier = _replay(session, request, body_sha)
+        if earlier is None:  # pragma: no cover - the conflict names a stored row
+            raise RuntimeError("request_id: conflict reported but no stored request found")
         return earlier
+    row.id = new_id
     session.connection().execute(insert(_DECISIONS), {**decision_values, "request_id": row.id})
     if counter is not None and decision.outcome is not Outcome.REFUSED:
         counter.used += 1
@@ -314,25 +312,32 @@ def submit(
 _REQUESTS = cast(Table, RequestRow.__table__)
 _DECISIONS = cast(Table, DecisionRow.__table__)
 _TRANSITIONS = cast(Table, TransitionRow.__table__)
-_INSERT_REQUEST = insert(_REQUESTS).returning(_REQUESTS.c.id)
 _REQUEST_COLUMNS = tuple(c.key for c in _REQUESTS.columns if c.key != "id")
+#: INSERT … ON CONFLICT (requester, request_key) DO NOTHING RETURNING id, per dialect: a
+#: used idempotency key returns no row instead of raising, so neither a lookup before nor a
+#: savepoint around the INSERT is needed.  (A NULL key never conflicts.)
+_INSERT_REQUEST = {
+    name: dialect_insert(_REQUESTS).on_conflict_do_nothing(
+        index_elements=[_REQUESTS.c.requester, _REQUESTS.c.request_key]
+    ).returning(_REQUESTS.c.id)
+    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
 
-def _insert_request(session: Session, row: RequestRow) -> int:
-    """INSERT the new request with Core, not the ORM unit of work.
+def _insert_request(session: Session, row: RequestRow) -> int | None:
+    """INSERT the new request with Core, not the ORM unit of work; ``None`` if its
+    idempotency key is already stored (the caller then answers with the stored result).
 
-    Why: this is the hottest write in the system (every agency call), and a flush of two
-    new mapped objects costs several times the SQL it emits.  The row object is built all
-    the same (``_record`` moves it through the state machine) but never added to the
+    Why Core: this is the hottest write in the system (every agency call), and a flush of
+    two new mapped objects costs several times the SQL it emits.  The row object is built
+    all the same (``_record`` moves it through the state machine) but never added to the
     session: a later use case in the same transaction (``get_request``) selects it, so no
-    half-tracked object can swallow an update.  On PostgreSQL the INSERT runs in a
-    savepoint, so a unique-key race rolls back only this row.
+    half-tracked object can swallow an update.
     """
+    conn = session.connection()
     values = {key: getattr(row, key) for key in _REQUEST_COLUMNS}
-    if session.get_bind().dialect.name == "sqlite":
-        return int(session.connection().execute(_INSERT_REQUEST, values).scalar_one())
-    with session.begin_nested():
-        return int(session.connection().execute(_INSERT_REQUEST, values).scalar_one())
+    found = conn.execute(_INSERT_REQUEST[conn.dialect.name], values).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 _KEY_LOOKUP = select(RequestRow.id, RequestRow.body_sha256).where(
