@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +22,7 @@ from safehaven.store.models import (
     ReviewRow,
     TransitionRow,
 )
-from tests.builders import DFE_TRACE, NHS_DEPORT, NHS_TRACE, POLICE, STATUS, req
+from tests.builders import DFE_TRACE, NHS_DEPORT, NHS_TRACE, POLICE, STATUS, body, req
 
 AT = datetime(2017, 9, 2, 10, 0, tzinfo=UTC)
 
@@ -439,3 +440,38 @@ def test_writers_lock_ledger_before_cap_counter(factory, agreements):
     with transaction(factory) as s:
         assert svc.cap_used(s, "dfe-home-office-2016", "2016-11") == 0  # firewall refused all
         assert s.execute(select(func.count()).select_from(RequestRow)).scalar_one() == 3
+
+
+def test_deferred_steps_are_written_together_and_in_order(factory, agreements):
+    """Inside ``deferred_steps`` the use cases' steps wait; another ledger append writes
+    them first, so the log keeps the order of events; the rest go at the end."""
+    from safehaven.ledger import log as ledger_log
+    from safehaven.store.models import LedgerEntryRow
+
+    with transaction(factory) as s:
+        start = ledger_log.size(s)
+    with transaction(factory) as s, svc.deferred_steps(s):
+        first = svc.submit(s, req(body(POLICE, request_id="d1")), agreements, received_at=AT)
+        assert ledger_log.size(s) == start  # held back
+        ledger_log.append(s, {"type": "test.between"})
+        second = svc.submit(s, req(body(POLICE, request_id="d2")), agreements, received_at=AT)
+    with transaction(factory) as s:
+        events = [json.loads(e)["event"] for e in s.execute(
+            select(LedgerEntryRow.event).where(LedgerEntryRow.idx >= start)
+            .order_by(LedgerEntryRow.idx)).scalars()]
+        steps = s.execute(select(func.count()).select_from(TransitionRow)).scalar_one()
+    kinds = [(e.get("request"), e["type"]) for e in events]
+    between = kinds.index((None, "test.between"))
+    assert {r for r, _ in kinds[:between]} == {first.public_id}
+    assert {r for r, _ in kinds[between + 1:]} == {second.public_id}
+    assert steps == len(events) - 1  # one transition per request step, all written
+
+
+def test_deferred_steps_write_nothing_when_the_transaction_fails(factory, agreements):
+    with pytest.raises(RuntimeError, match="boom"), transaction(factory) as s, \
+            svc.deferred_steps(s):
+        svc.submit(s, req(body(POLICE, request_id="x1")), agreements, received_at=AT)
+        raise RuntimeError("boom")
+    with transaction(factory) as s:
+        assert s.execute(select(func.count()).select_from(RequestRow)).scalar_one() == 0
+        assert s.execute(select(func.count()).select_from(TransitionRow)).scalar_one() == 0

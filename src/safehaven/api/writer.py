@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from safehaven.service.requests import deferred_steps
 from safehaven.store.db import transaction
 
 T = TypeVar("T")
@@ -138,13 +139,17 @@ class GroupCommitter:
     ) -> list[tuple[Future[Any], Any, BaseException | None]]:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         with self._between_processes(), transaction(self.factory) as session:
+            if not savepoints:
+                # One write of every unit's lifecycle steps (transitions, ledger, rollup)
+                # for the whole batch: see ``service.requests.deferred_steps``.
+                with deferred_steps(session):
+                    for unit, future in batch:
+                        try:
+                            outcomes.append((future, unit(session), None))
+                        except Exception as exc:
+                            raise _UnitFailed(exc) from exc
+                return outcomes
             for unit, future in batch:
-                if not savepoints:
-                    try:
-                        outcomes.append((future, unit(session), None))
-                    except Exception as exc:
-                        raise _UnitFailed(exc) from exc
-                    continue
                 try:
                     with session.begin_nested():
                         outcomes.append((future, unit(session), None))

@@ -133,11 +133,20 @@ def append(session: Session, event: Mapping[str, Any]) -> int:
     return append_many(session, [event]).start
 
 
+#: ``session.info`` key: a callable run before every append in that session.  A caller that
+#: holds back entries of its own (``service.requests.deferred_steps``) registers one to
+#: append them first, so the log's order stays the order things happened in.
+BEFORE_APPEND = "safehaven.ledger.before_append"
+
+
 def append_many(session: Session, events: Iterable[Mapping[str, Any]]) -> range:
     """Append events in order under one lock; returns their indexes.
 
     The batch is the unit of throughput: one state update, two multi-row inserts.
     """
+    before = session.info.get(BEFORE_APPEND)
+    if before is not None:
+        before(session)
     first, frontier = _state(session, lock=True)
     n = first
     sha = hashlib.sha256

@@ -8,7 +8,8 @@ transitions, or (on any exception) the caller's rollback leaves nothing behind.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, cast
@@ -128,6 +129,15 @@ def _write_steps(session: Session) -> None:
     last: the ledger append has locked ``ledger_state``, so rollup row locks are always
     taken under it (see :mod:`safehaven.service.rollup`).
     """
+    if session.info.get(_DEFERRED):
+        return  # written when the deferral ends (or before any other ledger append)
+    _flush_steps(session)
+
+
+_DEFERRED = "safehaven.defer_steps"
+
+
+def _flush_steps(session: Session) -> None:
     pending = session.info.pop(_STEPS, None)
     if not pending or not pending[0]:
         return
@@ -138,6 +148,34 @@ def _write_steps(session: Session) -> None:
     )
     ledger_log.append_many(session, entries)
     rollup.record_steps(session, transitions, entries)
+
+
+@contextmanager
+def deferred_steps(session: Session) -> Iterator[None]:
+    """Hold back the steps' writes of several use cases and write them together at the end.
+
+    Why: each use case otherwise writes its steps itself, a transitions insert, a ledger
+    append and a rollup upsert per request; a batch of use cases in one transaction (the
+    group-commit writer's, or a bulk upload's) then pays those statements once, inside
+    the lock every writer waits for.  Nothing reads transitions, the ledger or the rollup
+    in between; any other ledger append in the session first writes what is held back
+    (``ledger.log.BEFORE_APPEND``), so the log's order is the order of events.  On an
+    exception nothing held back is written (the transaction is being rolled back).
+    """
+    if session.info.get(_DEFERRED):
+        yield
+        return
+    session.info[_DEFERRED] = True
+    session.info[ledger_log.BEFORE_APPEND] = _flush_steps
+    try:
+        yield
+    except BaseException:
+        session.info.pop(_STEPS, None)
+        raise
+    finally:
+        session.info.pop(_DEFERRED, None)
+        session.info.pop(ledger_log.BEFORE_APPEND, None)
+    _flush_steps(session)
 
 
 @event.listens_for(Session, "before_commit")
