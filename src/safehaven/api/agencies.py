@@ -17,15 +17,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, joinedload
 
 from safehaven.api import auth
 from safehaven.api.body import read_json_object, read_limited, require_type, tracing_request
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError, errors, not_found, unprocessable
+from safehaven.api.responses import FastJSONResponse
 from safehaven.api.views import agency_view, agency_views
 from safehaven.domain.request import RequestFormatError, TracingRequest, parse_request_obj
 from safehaven.service import requests as svc
@@ -145,7 +146,7 @@ REQUEST_BODY = {
     openapi_extra=REQUEST_BODY,
     summary="Submit one request (format safehaven.request/v1)",
 )
-async def submit_request(request: Request, cfg: Cfg, creds: auth.Creds) -> JSONResponse:
+async def submit_request(request: Request, cfg: Cfg, creds: auth.Creds) -> FastJSONResponse:
     obj = await read_json_object(request, cfg.max_body_bytes)
 
     def before() -> tuple[AgencyPrincipal, TracingRequest, svc.Prepared]:
@@ -163,8 +164,8 @@ async def submit_request(request: Request, cfg: Cfg, creds: auth.Creds) -> JSONR
     # the stored decision, and re-validating a 17-rule explanation on the hottest route
     # cost as much as storing it.  The model still documents the response in OpenAPI and
     # the API tests check responses against it.
-    return JSONResponse(_accepted(done), status_code=201 if done.result.created else 200,
-                        headers={"Location": f"/v1/requests/{done.result.public_id}"})
+    return FastJSONResponse(_accepted(done), status_code=201 if done.result.created else 200,
+                            headers={"Location": f"/v1/requests/{done.result.public_id}"})
 
 
 @router.post(
@@ -203,15 +204,17 @@ async def status_check(
 
 @router.get("/requests/{request_id}", response_model=AgencyRequestView, responses=errors(),
             summary="Poll one of your requests")
-def get_request(request_id: str, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+def get_request(request_id: str, cfg: Cfg, creds: auth.Creds) -> FastJSONResponse:
     with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
+        # One query for the request and its decision; the body is never shown here.
         row = session.execute(
             select(RequestRow).where(RequestRow.public_id == request_id)
+            .options(defer(RequestRow.body), joinedload(RequestRow.decision))
         ).scalar_one_or_none()
         if row is None or row.requester != principal.agency:
             raise not_found()
-        return agency_view(session, row)
+        return FastJSONResponse(agency_view(session, row))
 
 
 @router.get("/requests", response_model=RequestList, responses=errors(),
@@ -221,7 +224,7 @@ def list_requests(
     creds: auth.Creds,
     state: Annotated[str | None, Query(max_length=20, pattern=r"^[a-z_]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> FastJSONResponse:
     with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
         # The agency's view never shows the stored body: not loaded (nor JSON-decoded).
@@ -233,7 +236,7 @@ def list_requests(
         if state:
             query = query.where(RequestRow.state == state)
         rows = list(session.execute(query).scalars())
-        return {"requests": agency_views(session, rows)}
+        return FastJSONResponse({"requests": agency_views(session, rows)})
 
 
 # --- bulk ------------------------------------------------------------------------------
