@@ -13,21 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.harness import free_port, process_tree
-
-
-def _group_running(pgid: int) -> list[str]:
-    """The group's processes still running, as "pid state" (zombies do not count: in a
-    container whose init does not reap, a dead worker can stay a zombie)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            found.append(f"{stat.parent.name} {fields[0]}")
-    return found
+from tests.faults.harness import free_port, process_tree, running_in_group
 
 
 @pytest.mark.slow
@@ -57,9 +43,9 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)  # the supervisor only, as the OOM killer would
         proc.wait(timeout=10)
         deadline = time.monotonic() + 30
-        while _group_running(proc.pid) and time.monotonic() < deadline:
+        while running_in_group(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _group_running(proc.pid), "workers outlived their supervisor"
+        assert not running_in_group(proc.pid), "workers outlived their supervisor"
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
     finally:

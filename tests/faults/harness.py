@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,18 +76,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields after the name)`` of every process's ``/proc/PID/stat``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            yield int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its live children (``safehaven serve --workers N`` runs N workers, and
     multiprocessing's resource tracker, under a supervisor)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            found.append(int(stat.parent.name))
-    return found
+    return [p for p, fields in _proc_stats() if p == pid or fields[1] == str(pid)]
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """Processes of a process group still running (zombies do not count: in a container
+    whose init does not reap, a dead worker can stay a zombie)."""
+    return [p for p, fields in _proc_stats()
+            if fields[2] == str(pgid) and fields[0] not in ("Z", "X")]
 
 
 def cpu_seconds(pid: int) -> float:
