@@ -228,14 +228,8 @@ def list_requests(
     with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
         # The agency's view never shows the stored body: not loaded (nor JSON-decoded).
-        query = (
-            select(RequestRow).where(RequestRow.requester == principal.agency)
-            .options(defer(RequestRow.body))
-            .order_by(RequestRow.id.desc()).limit(limit)
-        )
-        if state:
-            query = query.where(RequestRow.state == state)
-        rows = list(session.execute(query).scalars())
+        query = svc.agency_requests(principal.agency, state=state, limit=limit)
+        rows = list(session.execute(query.options(defer(RequestRow.body))).scalars())
         return FastJSONResponse({"requests": agency_views(session, rows)})
 
 

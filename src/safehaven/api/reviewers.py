@@ -12,18 +12,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from safehaven.api import auth
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError, errors, not_found, unprocessable
 from safehaven.api.views import reviewer_view, reviewer_views
-from safehaven.domain.lifecycle import IllegalTransition, State
+from safehaven.domain.lifecycle import IllegalTransition
 from safehaven.service import notifications, tracing
 from safehaven.service import requests as svc
 from safehaven.store.db import transaction
-from safehaven.store.models import RequestRow
 
 router = APIRouter(prefix="/v1/review", tags=["reviewers"])
 Cfg = Annotated[ApiConfig, Depends(config)]
@@ -81,10 +79,7 @@ def queue(
 ) -> dict[str, Any]:
     with transaction(cfg.reader) as session:
         web = auth.person(session, cfg, creds, auth.REVIEWER)
-        rows = list(session.execute(
-            select(RequestRow).where(RequestRow.state == State.IN_REVIEW.value)
-            .order_by(RequestRow.received_at, RequestRow.id).limit(limit)
-        ).scalars())
+        rows = list(session.execute(svc.review_queue(limit)).scalars())
         items = reviewer_views(session, rows)
         for view in items:
             view["reviewed_by_me"] = any(r["reviewer"] == web.username for r in view["reviews"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, bindparam, event, func, insert, inspect, select
+from sqlalchemy import Select, Table, bindparam, event, func, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -828,6 +828,32 @@ def load_related(session: Session, rows: Sequence[RequestRow], *, reviews: bool 
             by_request[review_row.request_id].append(review_row)
         for r in need_reviews:
             set_committed_value(r, "reviews", by_request[r.id])
+
+
+def review_queue(limit: int) -> Select[RequestRow]:
+    """Requests waiting for a reviewer, oldest first.
+
+    Why a statement of its own: ``ix_requests_state_received`` (0009) answers it in index
+    order, so a page costs ``limit`` rows however long the queue has grown; with only the
+    state index every page sorted the whole queue (tests/store/test_query_plans.py).
+    """
+    return (select(RequestRow).where(RequestRow.state == State.IN_REVIEW.value)
+            .order_by(RequestRow.received_at, RequestRow.id).limit(limit))
+
+
+def agency_requests(requester: str, *, state: str | None,
+                    limit: int) -> Select[RequestRow]:
+    """One agency's requests, newest first.
+
+    ``ix_requests_requester_id`` (0009) walks the agency's rows backwards and stops after
+    ``limit``; without it every call read and sorted all of the agency's requests, a cost
+    that grew with each request it had ever made.
+    """
+    query = (select(RequestRow).where(RequestRow.requester == requester)
+             .order_by(RequestRow.id.desc()).limit(limit))
+    if state:
+        query = query.where(RequestRow.state == state)
+    return query
 
 
 def list_requests(session: Session, *, state: str | None, limit: int) -> list[dict[str, Any]]:
