@@ -182,7 +182,7 @@ def main() -> int:
         w = matcher.score_rows(prepared, np.array([a_rows[str(a_id)]], dtype=np.int32))[0]
         worst = max(worst, abs(weight_to_prob(float(w)) - float(p)))
 
-    result = {
+    summary: dict[str, object] = {
         "benchmark": "febrl4",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "records": {"a": len(a), "b": len(b), "true_pairs": len(truth)},
@@ -204,7 +204,7 @@ def main() -> int:
         print(f"{name:28}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}")
     print(f"statuses {statuses}; parity max |diff| {worst:.2e} over {len(sample)} pairs")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "febrl4.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "febrl4.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

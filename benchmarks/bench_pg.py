@@ -398,7 +398,7 @@ def bench_submit(factory: Any, n: int) -> dict[str, Any]:
             wall.append(time.perf_counter() - t)
         cpu = time.process_time() - cpu
     finally:
-        rollup.record_steps = record_steps  # type: ignore[assignment]
+        rollup.record_steps = record_steps
     wall.sort()
     out = {"submits": n, "p50_ms": round(wall[n // 2] * 1000, 2),
            "p99_ms": round(wall[int(n * 0.99)] * 1000, 2),

@@ -97,7 +97,7 @@ def one_round(admin_url: str | None, n: int, batch: int, with_rollup: bool) -> d
                             svc.submit(s, request, agreements, received_at=datetime.now(UTC))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         finally:
-            rollup.record_steps = real  # type: ignore[assignment]
+            rollup.record_steps = real
     finally:
         engine.dispose()
         store.drop()
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {rounds[-1]}", file=sys.stderr, flush=True)
 
     def median(key: str, on: bool) -> float:
-        return round(statistics.median(r[key] for r in rounds if r["rollup"] is on), 4)
+        return round(float(statistics.median(r[key] for r in rounds if r["rollup"] is on)), 4)
 
     result.update({
         "submits_per_round": args.submits, "batch": args.batch, "rounds": rounds,

@@ -183,7 +183,7 @@ def run_once(args: argparse.Namespace, mix: dict[str, int]) -> dict[str, Any]:
         server = start_server(ws, extra_env={"SAFEHAVEN_AGENCY_RATE": "1e9",
                                              "SAFEHAVEN_AGENCY_BURST": "1e9"},
                               extra_args=("--workers", str(args.server_workers)))
-        stats, ids = Stats(), []
+        stats, ids = Stats(), list[str]()
         pace = args.users / args.rate
         rss: list[tuple[float, int]] = []
 

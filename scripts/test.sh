@@ -16,6 +16,7 @@ fi
 scripts/ensure-chromium.sh || echo "WARNING: no Chromium; browser tests will be SKIPPED" >&2
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
+.venv/bin/mypy benchmarks  # strict too: benchmark figures are cited in the docs
 scripts/security.sh
 set +e
 .venv/bin/python -m pytest "$@"
