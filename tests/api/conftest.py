@@ -57,8 +57,9 @@ class World:
     clients: dict[str, TestClient]
     csrf: dict[str, str]
 
-    def client(self) -> TestClient:
-        return TestClient(self.app)
+    def client(self, address: str = "testclient") -> TestClient:
+        """A fresh client (no cookies), connecting from ``address``."""
+        return TestClient(self.app, client=(address, 50000))
 
     def outbox(self, kind: str) -> list[OutboxRow]:
         with transaction(self.cfg.factory) as s:

@@ -46,7 +46,8 @@ def test_reviewer_accounts(database_url: str) -> None:
     assert short.exit_code == 2 and "password:" in short.output
     assert runner.invoke(app, ["reviewer", "disable", "alice", *db]).exit_code == 0
     listed = json.loads(runner.invoke(app, ["reviewer", "list", "--json", *db]).stdout)
-    assert listed == [{"username": "alice", "disabled": True, "locked_until": None}]
+    assert listed == [{"username": "alice", "disabled": True, "locked_until": None,
+                       "locked_addresses": 0}]
     factory = session_factory(open_store(database_url))
     with transaction(factory) as s:
         assert accounts.verify_login(s, "alice", "a long enough password") is None

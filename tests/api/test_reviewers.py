@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from safehaven.service import settings
 from safehaven.store.db import transaction
@@ -142,42 +143,75 @@ def test_exemption_recorded_and_listed_when_overdue(world_factory) -> None:  # t
     assert [(o["id"], o["days_overdue"], o["recorded_by"]) for o in overdue] == [(rid, 1, "alice")]
 
 
-def _login(world: World, name: str, password: str) -> int:
-    return world.client().post("/v1/session",
-                               json={"username": name, "password": password}).status_code
+def _login(world: World, name: str, password: str, address: str = "10.0.0.1") -> int:
+    return world.client(address).post("/v1/session",
+                                      json={"username": name, "password": password}).status_code
 
 
-def _ledger_types(world: World) -> list[str]:
+def _ledger_entries(world: World) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from safehaven.store.models import LedgerEntryRow
 
     with transaction(world.cfg.factory) as s:
-        return [json.loads(text)["event"]["type"]
+        return [json.loads(text)["event"]
                 for text in s.execute(select(LedgerEntryRow.event).order_by(LedgerEntryRow.idx))
                 .scalars()]
 
 
-def test_five_wrong_passwords_lock_the_account(world_factory) -> None:  # type: ignore[no-untyped-def]
+def _ledger_types(world: World) -> list[str]:
+    return [e["type"] for e in _ledger_entries(world)]
+
+
+def test_five_wrong_passwords_lock_the_account_for_that_address(world_factory) -> None:  # type: ignore[no-untyped-def]
     from safehaven.service.accounts import LOCKOUT, MAX_FAILED_LOGINS
 
     clock = {"now": datetime.now(UTC)}
     world = world_factory(clock=lambda: clock["now"])
+    guesser, alice_desk = "203.0.113.9", "10.0.0.1"
     for _ in range(MAX_FAILED_LOGINS - 1):
-        assert _login(world, "alice", "wrong guess") == 401
-    assert _login(world, "alice", PASSWORD) == 200  # a success resets the count
+        assert _login(world, "alice", "wrong guess", guesser) == 401
+    assert _login(world, "alice", PASSWORD, guesser) == 200  # a success resets the count
     for _ in range(MAX_FAILED_LOGINS):
-        assert _login(world, "alice", "wrong guess") == 401
-    assert "account.locked" in _ledger_types(world)
-    # Locked: even the right password is not checked, and the answer is the same 401.
-    assert _login(world, "alice", PASSWORD) == 401
-    assert _login(world, "bob", PASSWORD) == 200  # other accounts are untouched
+        assert _login(world, "alice", "wrong guess", guesser) == 401
+    locks = [e for e in _ledger_entries(world) if e["type"] == "account.locked"]
+    assert [e["scope"] for e in locks] == ["address"]
+    assert guesser not in json.dumps(locks)  # the ledger holds a digest, not the address
+    # Locked at that address: even the right password is not checked, the same 401.
+    assert _login(world, "alice", PASSWORD, guesser) == 401
+    # Alice at her own desk is not locked out by someone else's guessing.
+    assert _login(world, "alice", PASSWORD, alice_desk) == 200
+    assert _login(world, "bob", PASSWORD, guesser) == 200  # other accounts are untouched
+    # ... and her success there does not lift the lock on the guesser's address.
+    assert _login(world, "alice", PASSWORD, guesser) == 401
     clock["now"] += LOCKOUT + timedelta(seconds=1)
-    assert _login(world, "alice", "wrong guess") == 401  # the sixth failure: locked again,
-    clock["now"] += LOCKOUT + timedelta(seconds=1)       # for twice as long
-    assert _login(world, "alice", PASSWORD) == 401
+    assert _login(world, "alice", "wrong guess", guesser) == 401  # the sixth failure: locked
+    clock["now"] += LOCKOUT + timedelta(seconds=1)                # again, for twice as long
+    assert _login(world, "alice", PASSWORD, guesser) == 401
     clock["now"] += LOCKOUT
-    assert _login(world, "alice", PASSWORD) == 200
+    assert _login(world, "alice", PASSWORD, guesser) == 200
+
+
+def test_guessing_from_many_addresses_locks_the_whole_account(world_factory) -> None:  # type: ignore[no-untyped-def]
+    from safehaven.service.accounts import ACCOUNT_FAILURE_LIMIT, LOCKOUT, MAX_FAILED_LOGINS
+
+    clock = {"now": datetime.now(UTC)}
+    world = world_factory(clock=lambda: clock["now"])
+    per_address = MAX_FAILED_LOGINS - 1  # each address stays under its own limit
+
+    def spray(prefix: str, count: int) -> None:
+        for i in range(count):
+            assert _login(world, "alice", "wrong guess", f"{prefix}.{i // per_address}") == 401
+
+    spray("198.51.100", ACCOUNT_FAILURE_LIMIT - 1)
+    assert _login(world, "alice", PASSWORD, "10.0.0.1") == 200  # a success resets the count
+    spray("192.0.2", ACCOUNT_FAILURE_LIMIT)
+    scopes = [e["scope"] for e in _ledger_entries(world) if e["type"] == "account.locked"]
+    assert scopes == ["account"]
+    assert _login(world, "alice", PASSWORD, "10.0.0.1") == 401  # locked for everyone
+    assert _login(world, "bob", PASSWORD, "10.0.0.1") == 200
+    clock["now"] += LOCKOUT + timedelta(seconds=1)
+    assert _login(world, "alice", PASSWORD, "10.0.0.1") == 200
 
 
 def test_unknown_users_and_unlock(world_factory) -> None:  # type: ignore[no-untyped-def]
@@ -193,9 +227,10 @@ def test_unknown_users_and_unlock(world_factory) -> None:  # type: ignore[no-unt
     assert _ledger_types(world) == before  # nothing to count, nothing written
     for _ in range(MAX_FAILED_LOGINS):
         assert _login(world, "alice", "wrong guess") == 401
+    assert _login(world, "alice", PASSWORD) == 401
     db = ["--database-url", world.cfg.engine.url.render_as_string(hide_password=False)]
     listed = json.loads(CliRunner().invoke(app, ["reviewer", "list", "--json", *db]).stdout)
-    assert {r["username"]: r["locked_until"] is not None for r in listed}["alice"] is True
+    assert {r["username"]: r["locked_addresses"] for r in listed}["alice"] == 1
     res = CliRunner().invoke(app, ["reviewer", "unlock", "alice", *db])
     assert res.exit_code == 0, res.output
     assert _login(world, "alice", PASSWORD) == 200

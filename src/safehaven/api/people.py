@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -47,7 +47,8 @@ def info(web: WebSession) -> dict[str, Any]:
             "expires_at": web.expires_at.isoformat()}
 
 
-async def log_in(cfg: ApiConfig, username: str, password: str) -> WebSession | None:
+async def log_in(cfg: ApiConfig, username: str, password: str,
+                 client: str) -> WebSession | None:
     """Check a reviewer's or overseer's password and open a session (API and pages).
 
     The password hash (argon2, tens of milliseconds by design) is checked in a read-only
@@ -55,17 +56,20 @@ async def log_in(cfg: ApiConfig, username: str, password: str) -> WebSession | N
     for; the session (or the failure, towards the account's lockout) is then written
     through the group-commit writer, which checks again that the account was not disabled
     in between.  Unknown user, wrong password, disabled or locked account: all ``None``.
+    ``client`` (see :func:`client_address`) is what failures are counted against.
     """
     def check() -> accounts.LoginCheck:
         with transaction(cfg.reader) as session:
-            return accounts.check_login(session, username, password, at=cfg.clock())
+            return accounts.check_login(session, username, password, at=cfg.clock(),
+                                        client=client)
 
     found = await run_in_threadpool(check)
     if found.account_id is None:
         failed = found.failed_account_id
         if failed is not None:
             await cfg.writer.run_async(
-                lambda session: accounts.record_failed_login(session, failed, at=cfg.clock()))
+                lambda session: accounts.record_failed_login(session, failed, at=cfg.clock(),
+                                                            client=client))
         return None
     account_id = found.account_id
 
@@ -73,17 +77,24 @@ async def log_in(cfg: ApiConfig, username: str, password: str) -> WebSession | N
         account = session.get(AccountRow, account_id)
         if account is None or account.disabled_at is not None:
             return None
-        accounts.login_succeeded(account)
+        accounts.login_succeeded(session, account, client=client)
         return accounts.start_session(session, role=account.role, account=account,
                                       at=cfg.clock())
 
     return await cfg.writer.run_async(work)
 
 
+def client_address(request: Request) -> str:
+    """The address failed logins are counted against: the TCP peer, or the address a
+    trusted reverse proxy reports (uvicorn's ``--forwarded-allow-ips``, see
+    docs/operations.md); never a header an untrusted client can set."""
+    return request.client.host[:64] if request.client and request.client.host else "unknown"
+
+
 @router.post("/session", response_model=SessionInfo, responses=errors(),
              summary="Log in (reviewer or oversight); sets the session cookie")
-async def login(body: Login, response: Response, cfg: Cfg) -> dict[str, Any]:
-    web = await log_in(cfg, body.username, body.password)
+async def login(body: Login, request: Request, response: Response, cfg: Cfg) -> dict[str, Any]:
+    web = await log_in(cfg, body.username, body.password, client_address(request))
     if web is None:
         raise ApiError(401, "wrong username or password")
     set_cookie(response, cfg, web)

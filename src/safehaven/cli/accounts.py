@@ -81,22 +81,24 @@ def make_app(role: str) -> typer.Typer:
 
     @app.command("list")
     def list_(database_url: str = DatabaseOpt, as_json: bool = JsonOpt) -> None:
-        """List accounts of this role (with any lockout after failed logins)."""
+        """List accounts of this role, with any lockout after failed logins: account-wide
+        (``locked until``) and the number of client addresses locked out."""
         factory = session_factory(open_store(database_url))
         now = utcnow()
         with transaction(factory) as session:
             rows = [{"username": r.username, "disabled": r.disabled_at is not None,
                      "locked_until": (as_utc(r.locked_until).isoformat()
                                       if r.locked_until and as_utc(r.locked_until) > now
-                                      else None)}
+                                      else None),
+                     "locked_addresses": accounts.locked_addresses(session, r.id, at=now)}
                     for r in accounts.list_accounts(session) if r.role == role]
         if as_json:
             print_json(rows)
             return
-        table = Table("username", "disabled", "locked until")
+        table = Table("username", "disabled", "locked until", "addresses locked out")
         for r in rows:
             table.add_row(str(r["username"]), "yes" if r["disabled"] else "no",
-                          str(r["locked_until"] or ""))
+                          str(r["locked_until"] or ""), str(r["locked_addresses"]))
         out.print(table)
 
     return app

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from safehaven.domain.decision import AgreementSet
 from safehaven.ledger import log as ledger_log
 from safehaven.service.clock import as_utc
-from safehaven.store.accounts import AccountRow, AgencyTokenRow, WebSessionRow
+from safehaven.store.accounts import AccountRow, AgencyTokenRow, LoginFailureRow, WebSessionRow
 
 TOKEN_PREFIX = "sh_"  # noqa: S105 - marks our tokens in logs and secret scanners
 Role = Literal["reviewer", "oversight"]
@@ -168,11 +168,17 @@ def list_accounts(session: Session) -> list[AccountRow]:
     return list(session.execute(select(AccountRow).order_by(AccountRow.id)).scalars())
 
 
-#: Consecutive failed logins that lock an account, and for how long (doubling with each
-#: further failure while locked out, at most :data:`MAX_LOCKOUT`).
+#: Failed logins from one client address that lock the account *for that address*, and for
+#: how long (doubling with each further failure from there, at most :data:`MAX_LOCKOUT`).
 MAX_FAILED_LOGINS = 5
+#: Failed logins from all addresses together (since the last success) that lock the account
+#: for everyone: guessing spread over many addresses.  High enough that locking a reviewer
+#: out takes many addresses, not one script.
+ACCOUNT_FAILURE_LIMIT = 50
 LOCKOUT = timedelta(minutes=15)
 MAX_LOCKOUT = timedelta(days=1)
+#: A client's count is forgotten this long after its last failure (if not locked).
+FAILURE_MEMORY = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -185,19 +191,33 @@ class LoginCheck:
     locked: bool = False
 
 
-def check_login(session: Session, username: str, password: str, *, at: datetime) -> LoginCheck:
+def client_digest(client: str) -> str:
+    """How a client address appears in the ledger: correlatable, not readable."""
+    return hashlib.sha256(client.encode("utf-8")).hexdigest()[:16]
+
+
+def _lock_duration(failures: int, limit: int) -> timedelta:
+    """LOCKOUT, doubled for each failure past ``limit``, at most MAX_LOCKOUT.  The exponent
+    is capped before multiplying: a timedelta overflows long before a count stops."""
+    return min(LOCKOUT * (1 << min(max(failures - limit, 0), 16)), MAX_LOCKOUT)
+
+
+def check_login(session: Session, username: str, password: str, *, at: datetime,
+                client: str = "unknown") -> LoginCheck:
     """Check a password without writing (callers run it in a read-only snapshot).
 
     Why a lockout: argon2 slows each guess, but a reviewer account opens every pending
-    request about people, so a patient guesser must be stopped, not only slowed.  A locked
-    account's password is not checked at all (a right guess during the lock learns
-    nothing); the dummy hash keeps unknown, locked and wrong answers equally slow, and the
-    caller gives all three the same reply, so none reveals that an account exists.
+    request about people, so a patient guesser must be stopped, not only slowed.  Why per
+    address (``client``): so that stopping a guesser does not stop the reviewer, who is
+    somewhere else (see ``store.accounts.LoginFailureRow``).  A locked account's password
+    is not checked at all (a right guess during the lock learns nothing); the dummy hash
+    keeps unknown, locked and wrong answers equally slow, and the caller gives all three
+    the same reply, so none reveals that an account exists.
     """
     row = session.execute(
         select(AccountRow).where(AccountRow.username == username)
     ).scalar_one_or_none()
-    if row is not None and row.locked_until is not None and as_utc(row.locked_until) > at:
+    if row is not None and _locked(session, row, client, at):
         with contextlib.suppress(VerificationError, InvalidHashError):
             _hasher.verify(_DUMMY_HASH, password)
         return LoginCheck(locked=True)
@@ -211,47 +231,98 @@ def check_login(session: Session, username: str, password: str, *, at: datetime)
     return LoginCheck(account_id=row.id)
 
 
+def _locked(session: Session, row: AccountRow, client: str, at: datetime) -> bool:
+    if row.locked_until is not None and as_utc(row.locked_until) > at:
+        return True
+    until = session.execute(
+        select(LoginFailureRow.locked_until).where(
+            LoginFailureRow.account_id == row.id, LoginFailureRow.client == client)
+    ).scalar_one_or_none()
+    return until is not None and as_utc(until) > at
+
+
 def verify_login(session: Session, username: str, password: str,
-                 *, at: datetime | None = None) -> AccountRow | None:
+                 *, at: datetime | None = None, client: str = "unknown") -> AccountRow | None:
     """The account if the password is right and the account usable (not disabled, not
     locked); read-only, counts nothing (see :func:`check_login`)."""
-    found = check_login(session, username, password, at=at or datetime.now(UTC))
+    found = check_login(session, username, password, at=at or datetime.now(UTC), client=client)
     return None if found.account_id is None else session.get(AccountRow, found.account_id)
 
 
-def record_failed_login(session: Session, account_id: int, *, at: datetime) -> datetime | None:
-    """Count a wrong password; lock the account at :data:`MAX_FAILED_LOGINS` in a row.
+def record_failed_login(session: Session, account_id: int, *, at: datetime,
+                        client: str = "unknown") -> datetime | None:
+    """Count a wrong password from ``client``: lock the account for that address at
+    :data:`MAX_FAILED_LOGINS`, and for every address at :data:`ACCOUNT_FAILURE_LIMIT`
+    failures from all addresses together.
 
-    Returns the lock's end when this failure locked (or extended the lock of) the account.
-    Each lock is a ledger entry, so oversight sees guessing against reviewer accounts.
+    Returns the end of the lock this failure started or extended, if any.  Each lock is a
+    ledger entry (with a digest of the address), so oversight sees guessing against
+    reviewer accounts and can tell one source from many.
     """
+    ledger_log.lock(session)  # ledger before account rows, as every writer (``ledger.log.lock``)
     row = session.execute(
         select(AccountRow).where(AccountRow.id == account_id).with_for_update()
     ).scalar_one_or_none()
     if row is None:
         return None
+    # Forget stale counts (an address that failed once last week starts again at zero).
+    session.execute(delete(LoginFailureRow).where(
+        LoginFailureRow.account_id == account_id, LoginFailureRow.last_at < at - FAILURE_MEMORY,
+        (LoginFailureRow.locked_until.is_(None)) | (LoginFailureRow.locked_until < at)))
+    pair = session.get(LoginFailureRow, (account_id, client), with_for_update=True)
+    if pair is None:
+        pair = LoginFailureRow(account_id=account_id, client=client, failures=0, last_at=at)
+        session.add(pair)
+    pair.failures += 1
+    pair.last_at = at
     row.failed_logins = (row.failed_logins or 0) + 1
-    if row.failed_logins < MAX_FAILED_LOGINS:
-        return None
-    duration = min(LOCKOUT * 2 ** (row.failed_logins - MAX_FAILED_LOGINS), MAX_LOCKOUT)
-    row.locked_until = at + duration
+    until: datetime | None = None
+    if pair.failures >= MAX_FAILED_LOGINS:
+        pair.locked_until = until = at + _lock_duration(pair.failures, MAX_FAILED_LOGINS)
+        _ledger_lock(session, row, at, until, scope="address", client=client,
+                     failures=pair.failures)
+    if row.failed_logins >= ACCOUNT_FAILURE_LIMIT:
+        row.locked_until = until = at + _lock_duration(row.failed_logins, ACCOUNT_FAILURE_LIMIT)
+        _ledger_lock(session, row, at, until, scope="account", client=client,
+                     failures=row.failed_logins)
+    return until
+
+
+def _ledger_lock(session: Session, row: AccountRow, at: datetime, until: datetime, *,
+                 scope: str, client: str, failures: int) -> None:
     ledger_log.append(session, {
         "type": "account.locked", "username": row.username, "role": row.role,
-        "failed_logins": row.failed_logins, "until": as_utc(row.locked_until).isoformat(),
-        "at": as_utc(at).isoformat(),
+        "scope": scope, "client_sha256": client_digest(client), "failed_logins": failures,
+        "until": as_utc(until).isoformat(), "at": as_utc(at).isoformat(),
     })
-    return row.locked_until
 
 
-def login_succeeded(row: AccountRow) -> None:
-    """A successful login clears the count of failures (in the caller's transaction)."""
-    if row.failed_logins or row.locked_until is not None:
-        row.failed_logins = 0
-        row.locked_until = None
+def login_succeeded(session: Session, row: AccountRow, *, client: str = "unknown") -> None:
+    """A successful login clears the account-wide count and this address's count (in the
+    caller's transaction); other addresses' locks stay: a guesser elsewhere is still one.
+
+    Nothing is written (or locked) in the common case of nothing to clear; otherwise the
+    ledger's lock is taken first, in the order :func:`record_failed_login` takes them.
+    """
+    pair = session.get(LoginFailureRow, (row.id, client))
+    if not (row.failed_logins or row.locked_until is not None or pair is not None):
+        return
+    ledger_log.lock(session)
+    row.failed_logins = 0
+    row.locked_until = None
+    if pair is not None:
+        session.delete(pair)
+
+
+def locked_addresses(session: Session, account_id: int, *, at: datetime) -> int:
+    """How many client addresses are locked out of an account now (for ``reviewer list``)."""
+    return len(session.execute(select(LoginFailureRow.client).where(
+        LoginFailureRow.account_id == account_id, LoginFailureRow.locked_until > at)).all())
 
 
 def unlock_account(session: Session, username: str, *, actor: str, at: datetime) -> AccountRow:
-    """An administrator lifts a lockout (after checking with the person); on the ledger."""
+    """An administrator lifts every lockout of an account, account-wide and per address
+    (after checking with the person); on the ledger."""
     row = session.execute(
         select(AccountRow).where(AccountRow.username == username)
     ).scalar_one_or_none()
@@ -259,6 +330,7 @@ def unlock_account(session: Session, username: str, *, actor: str, at: datetime)
         raise AccountError(f"username: no account {username!r}")
     row.failed_logins = 0
     row.locked_until = None
+    session.execute(delete(LoginFailureRow).where(LoginFailureRow.account_id == row.id))
     ledger_log.append(session, {
         "type": "account.unlocked", "username": row.username, "role": row.role,
         "actor": actor, "at": as_utc(at).isoformat(),

@@ -44,10 +44,30 @@ class AccountRow(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    #: Consecutive failed logins since the last success (migration 0008).
+    #: Failed logins from any address since the last success (migration 0008).
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    #: No password is checked before this time (``service.accounts.LOCKOUT``).
+    #: No password is checked from any address before this time: the account-wide lock,
+    #: for guessing spread over many addresses (``service.accounts.ACCOUNT_FAILURE_LIMIT``).
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailureRow(Base):
+    """Failed logins to one account from one client address (migration 0010).
+
+    Why per address: a lock on the whole account after a few wrong passwords lets anyone
+    who knows a reviewer's username lock them out.  Counting per (account, address) stops
+    a guesser at that address and leaves the reviewer at theirs alone; the account-wide
+    count on :class:`AccountRow` still stops guessing spread over many addresses.  The
+    address is kept here (an operational table, pruned) and only as a digest in the ledger.
+    """
+
+    __tablename__ = "login_failures"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class WebSessionRow(Base):

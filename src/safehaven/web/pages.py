@@ -236,7 +236,7 @@ async def review_login(
     password: Annotated[str, Form(max_length=1000)],
     next: Annotated[str, Form(max_length=200)] = "/review",
 ) -> Response:
-    web = await people.log_in(cfg, username, password)
+    web = await people.log_in(cfg, username, password, people.client_address(request))
     if web is None:
         return render("login.html", request, status=401, next=next,
                       error="Wrong username or password.")
