@@ -424,10 +424,14 @@ async def review_verdict(
     exemption_reason: Annotated[str, Form(max_length=4000)] = "",
     review_on: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
+    """A reviewer's verdict on a tracing request, through the API's handler; a problem
+    re-renders the page with the API's status (422 bad form, 403 CSRF, 409 decided or
+    already reviewed by this person) and the reviewer's words kept."""
     web = await run_in_threadpool(_who, cfg, request)
     if web is None or web.role != "reviewer":
         return _login_redirect(f"/review/{request_id}")
     problems: list[str] = []
+    status = 422
     try:
         exemption = None
         if exemption_id:
@@ -442,13 +446,26 @@ async def review_verdict(
     except ValueError:
         problems = ["review_on: a date in the format YYYY-MM-DD"]
     except ApiError as exc:
-        problems = exc.problems or [exc.error]
+        if exc.status == 404:
+            return render("message.html", request, status=404, title="Request not found",
+                          message=exc.error)
+        status = exc.status
+        # A form problem is named by field; anything else needs its headline too
+        # ("cannot review this request now: ... already refused").
+        problems = (exc.problems or [exc.error]) if status == 422 else [
+            exc.error, *exc.problems]
     if problems:
-        view = await run_in_threadpool(reviewers.show, request_id, cfg, _creds(request))
+        try:
+            view = await run_in_threadpool(reviewers.show, request_id, cfg, _creds(request))
+        except ApiError as exc:  # not found (a malformed id fails the form check first)
+            return render("message.html", request, status=exc.status,
+                          title="Request not found", message=exc.error)
         agreement = cfg.agreements.get(view["agreement"])
-        return render("request.html", request, status=422, web=web, r=view,
+        return render("request.html", request, status=status, web=web, r=view,
                       exemptions=agreement.notification.exemptions if agreement else [],
                       done=None, errors=problems,
+                      form={"verdict": verdict, "reason": reason, "exemption_id": exemption_id,
+                            "exemption_reason": exemption_reason, "review_on": review_on},
                       default_review_on=(cfg.clock().date() + timedelta(days=90)).isoformat())
     return RedirectResponse(f"/review/{request_id}?done={result['state']}", status_code=303)
 
