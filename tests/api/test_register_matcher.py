@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from safehaven.matching.index import RegisterIndex
@@ -15,6 +17,7 @@ from safehaven.matching.model import save_model, train, training_sample
 from safehaven.matching.online import RELEASABLE_COLUMNS, PgRegisterMatcher, RegisterMatcher
 from safehaven.matching.person import EM_BLOCKING, PERSON_SPEC
 from safehaven.matching.pg_index import build_index
+from safehaven.matching.register import register_digest
 from safehaven.matching.scorer import Matcher, Weights
 from safehaven.matching.synth import synth_register
 from safehaven.service.register_matcher import WorkspaceRegister
@@ -120,3 +123,63 @@ def test_the_postgres_index_discloses_what_the_in_memory_one_does(
     recipients = [n.recipient for n in world.outbox("disclosure_notice")]
     assert recipients[3:] == recipients[:3] == [register.iloc[i]["record_id"]
                                                for i in (7, 42, 1234)]
+
+
+def _write_register(frame: pd.DataFrame, path: Path) -> None:
+    """Replace the register file as ``register import`` does (a new file renamed over)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    os.replace(tmp, path)
+
+
+def test_health_says_when_the_loaded_register_was_replaced(
+    world_factory: Callable[..., World], register: pd.DataFrame, model: dict[str, Any],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safehaven.api import app as app_module
+
+    monkeypatch.setattr(app_module, "HEALTH_RECHECK_S", 0.0)  # no reuse of the last answer
+    reg, model_path = tmp_path / "register.parquet", tmp_path / "model.json"
+    _write_register(register, reg)
+    save_model(model, model_path)
+    loaded = WorkspaceRegister.load(register=reg, model=model_path)
+    assert loaded.freshness() == "current"
+    world = world_factory()
+    world.cfg.matcher = loaded
+    health = world.client().get("/v1/health").json()
+    assert (health["status"], health["register_freshness"]) == ("ok", "current")
+    moved = register.assign(postcode=register["postcode"].iloc[::-1].to_numpy())
+    _write_register(moved, reg)  # a new import: this process still holds the old one
+    assert loaded.freshness() == "stale"
+    health = world.client().get("/v1/health")
+    assert health.status_code == 200  # still serving: a readiness probe must not fail
+    assert (health.json()["status"], health.json()["register_freshness"]) == ("degraded",
+                                                                               "stale")
+    reg.unlink()  # no file on this host: nothing to compare with
+    assert loaded.freshness() == "unknown"
+
+
+@pytest.mark.postgres
+def test_a_postgres_index_not_rebuilt_after_an_import_is_stale(
+    register: pd.DataFrame, model: dict[str, Any], pg_module_url: str, tmp_path: Path,
+) -> None:
+    reg, model_path = tmp_path / "register.parquet", tmp_path / "model.json"
+    _write_register(register, reg)
+    save_model(model, model_path)
+
+    def build() -> None:
+        build_index(pg_module_url, pq.read_table(reg), PERSON_SPEC,
+                    releasable=RELEASABLE_COLUMNS, schema="fresh_index",
+                    register_sha256=register_digest(reg))
+
+    build()
+    served = WorkspaceRegister(PgRegisterMatcher.load(pg_module_url, model_path,
+                                                      schema="fresh_index"), reg)
+    try:
+        assert served.freshness() == "current"
+        _write_register(register.iloc[::-1], reg)
+        assert served.freshness() == "stale"
+        build()  # the rebuild swaps in under the running matcher, which sees it at once
+        assert served.freshness() == "current"
+    finally:
+        served.online.close()

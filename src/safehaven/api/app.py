@@ -7,9 +7,13 @@ uvicorn.
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -30,8 +34,18 @@ from safehaven.web import pages
 
 
 class Health(BaseModel):
+    #: ``ok``, or ``degraded`` when the register the matcher answers from is stale.
     status: str
     version: str
+    #: ``current``: traces match against the register now in the workspace; ``stale``: a
+    #: ``register import`` replaced it since this process loaded it or since the PostgreSQL
+    #: index was built (restart, or ``safehaven register index``); ``unknown``: cannot tell
+    #: (no register file on this host, a demo register, or an index without a digest).
+    register_freshness: str = "unknown"
+
+
+#: How long the health check reuses its answer about the register.
+HEALTH_RECHECK_S = 5.0
 
 
 def request_schemas() -> dict[str, Any]:
@@ -63,9 +77,19 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     # skin over the same handlers, kept out of the OpenAPI document.
     pages.install(app)
 
+    checked: dict[str, Any] = {"at": -math.inf, "value": "unknown"}
+
     @app.get("/v1/health", response_model=Health, tags=["public"])
-    async def health() -> dict[str, str]:  # async: no thread-pool hop for a constant
-        return {"status": "ok", "version": version}
+    async def health() -> dict[str, str]:
+        # Load balancers poll this: the register check (a stat, or a query to the
+        # PostgreSQL index) runs at most every HEALTH_RECHECK_S, in the thread pool.
+        freshness: Callable[[], str] | None = getattr(cfg.matcher, "freshness", None)
+        if freshness is not None and time.monotonic() - checked["at"] > HEALTH_RECHECK_S:
+            checked["value"] = await run_in_threadpool(freshness)
+            checked["at"] = time.monotonic()
+        register = str(checked["value"])
+        return {"status": "degraded" if register == "stale" else "ok", "version": version,
+                "register_freshness": register}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

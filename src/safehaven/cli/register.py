@@ -149,7 +149,7 @@ def index_command(
     """Build the online matcher's candidate index from the workspace register."""
     from safehaven.matching.online import RELEASABLE_COLUMNS
     from safehaven.matching.person import PERSON_SPEC
-    from safehaven.matching.register import register_path, register_table
+    from safehaven.matching.register import register_digest, register_path, register_table
 
     if backend not in ("postgres", "memory"):
         fail(f"--backend: {backend!r}: expected postgres or memory", as_json=as_json)
@@ -158,8 +158,13 @@ def index_command(
              as_json=as_json)
     start = time.perf_counter()
     cols = list(dict.fromkeys(["record_id", *PERSON_SPEC.base, *RELEASABLE_COLUMNS]))
+    digest = register_digest()
     table = register_table(columns=cols)
-    result: dict[str, object] = {"backend": backend, "people": table.num_rows}
+    if register_digest() != digest:
+        fail("the register was replaced while it was being read (a `register import` "
+             "running?): run this again", as_json=as_json)
+    result: dict[str, object] = {"backend": backend, "people": table.num_rows,
+                                 "register_sha256": digest}
     if backend == "memory":
         from safehaven.matching.index import RegisterIndex
 
@@ -179,7 +184,8 @@ def index_command(
 
         try:
             report = build_index(database_url, table, PERSON_SPEC,
-                                 releasable=RELEASABLE_COLUMNS, schema=schema, progress=say)
+                                 releasable=RELEASABLE_COLUMNS, schema=schema, progress=say,
+                                 register_sha256=digest)
             sizes = index_size(database_url, schema)
         except (psycopg.Error, ValueError, RuntimeError) as exc:
             fail(f"--database-url: {str(exc).splitlines()[0] if str(exc) else exc}",

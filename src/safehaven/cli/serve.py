@@ -28,7 +28,12 @@ def load_register(path: Path | None) -> Matcher:
         from safehaven.service.register_matcher import WorkspaceRegister
 
         if (index_url() or register_path().is_file()) and model_path().is_file():
-            return WorkspaceRegister.load()
+            found = WorkspaceRegister.load()
+            if found.freshness() == "stale":
+                err.print("warning: the PostgreSQL register index was built from an older "
+                          "register than the workspace's; traces answer from the old one "
+                          "until `safehaven register index` is run again")
+            return found
         err.print("warning: no register loaded; approved requests will end in no_match")
         return NoRegister()
     try:

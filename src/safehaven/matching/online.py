@@ -28,7 +28,13 @@ from safehaven.domain.request import Subject
 from safehaven.matching.index import RegisterIndex
 from safehaven.matching.model import load_model
 from safehaven.matching.person import PERSON_SPEC
-from safehaven.matching.register import RELEASABLE, model_path, register_path, released_fields
+from safehaven.matching.register import (
+    RELEASABLE,
+    model_path,
+    register_digest,
+    register_path,
+    released_fields,
+)
 from safehaven.matching.scorer import Matcher, MatchResult, Policy, Weights
 
 if TYPE_CHECKING:
@@ -64,6 +70,8 @@ class RegisterMatcher:
     matcher: Matcher
     releasable: pa.Table
     build_seconds: float
+    #: The register file this process loaded (``register_digest``), if loaded from one.
+    loaded_sha256: str | None = None
 
     @classmethod
     def load(cls, register: Path | None = None, model: Path | None = None,
@@ -82,7 +90,7 @@ class RegisterMatcher:
         # Arrow, not pandas: a few bytes per value instead of a Python object per value.
         releasable = table.select(list(RELEASABLE_COLUMNS))
         return cls(Matcher(index, weights, policy), releasable,
-                   time.perf_counter() - start)
+                   time.perf_counter() - start, register_digest(register))
 
     def match(self, subject: Subject | Mapping[str, Any]) -> MatchResult:
         return self.matcher.match(subject_values(subject))
@@ -94,6 +102,10 @@ class RegisterMatcher:
         values = self.releasable.slice(result.row, 1).to_pylist()[0]
         return released_fields(values, tuple(permitted))
 
+    def serves_register(self) -> str | None:
+        """Digest of the register this matcher answers from (``None``: not known)."""
+        return self.loaded_sha256
+
 
 class OnlineMatcher(Protocol):
     """What the service needs from either backend."""
@@ -101,6 +113,8 @@ class OnlineMatcher(Protocol):
     def match(self, subject: Subject | Mapping[str, Any]) -> MatchResult: ...
 
     def record(self, result: MatchResult, permitted: Iterable[str]) -> dict[str, Any]: ...
+
+    def serves_register(self) -> str | None: ...
 
 
 def _load_weights(model: Path | None) -> Weights:
@@ -147,6 +161,11 @@ class PgRegisterMatcher:
             return {}
         values = self.matcher.index.releasable_row(result.row, result.record_id)
         return released_fields(values, tuple(permitted))
+
+    def serves_register(self) -> str | None:
+        """Digest of the register the index in place was built from (read each time: a
+        rebuild swaps it under running workers)."""
+        return self.matcher.index.register_sha256()
 
     def close(self) -> None:
         self.matcher.close()

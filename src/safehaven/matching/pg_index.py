@@ -181,12 +181,13 @@ def spec_fingerprint(spec: ModelSpec) -> str:
     return hashlib.sha256(doc.encode("utf-8")).hexdigest()[:32]
 
 
-def _meta(spec: ModelSpec, size_floor: int, people: int,
-          releasable: Sequence[str]) -> dict[str, Any]:
+def _meta(spec: ModelSpec, size_floor: int, people: int, releasable: Sequence[str],
+          register_sha256: str | None = None) -> dict[str, Any]:
     return {"format": _FORMAT, "spec": spec.name, "base": list(spec.base),
             "blocking": [list(k) for k in spec.blocking],
             "fingerprint": spec_fingerprint(spec), "size_floor": size_floor,
             "people": people, "releasable": list(releasable),
+            "register_sha256": register_sha256,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
@@ -222,7 +223,8 @@ def _lock_id(schema: str) -> int:
 def build_index(url: str, table: pa.Table, spec: ModelSpec, *, id_column: str = "record_id",
                 releasable: Sequence[str] = (), schema: str = DEFAULT_SCHEMA,
                 size_floor: int = SIZE_FLOOR, chunk_rows: int = CHUNK_ROWS,
-                progress: Callable[[str], None] | None = None) -> BuildReport:
+                progress: Callable[[str], None] | None = None,
+                register_sha256: str | None = None) -> BuildReport:
     """Load ``table`` (the register, as Arrow) into a fresh index and swap it in.
 
     Row numbers are positions in ``table``, as in the in-memory index, so both backends
@@ -287,7 +289,8 @@ def build_index(url: str, table: pa.Table, spec: ModelSpec, *, id_column: str = 
                                 ).fetchone()
             large = int(found[0]) if found else 0
             cur.execute(sql.SQL("INSERT INTO {}.meta VALUES ('index', %s)").format(s),
-                        (json.dumps(_meta(spec, size_floor, n, releasable)),))
+                        (json.dumps(_meta(spec, size_floor, n, releasable,
+                                          register_sha256)),))
             t = step("block_sizes", t)
             # Statistics for the planner, and the visibility map that lets the block
             # lookups be index-only scans.
@@ -465,6 +468,8 @@ class PgCandidateIndex:
                                     for c in self.releasable or ("row",)), s=s)
         self._exists_sql = sql.SQL("SELECT 1 FROM {s}.people WHERE row = %s AND record_id = %s"
                                    ).format(s=s)
+        self._register_sql = sql.SQL(
+            "SELECT value->>'register_sha256' FROM {s}.meta WHERE key = 'index'").format(s=s)
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self.url, min_size=pool_min, max_size=pool_max, open=True,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S,
@@ -542,6 +547,12 @@ class PgCandidateIndex:
         if not found:
             raise IndexChangedError("register index changed since the match; retry")
         return dict(zip(self.releasable, found[0], strict=True))
+
+    def register_sha256(self) -> str | None:
+        """The digest of the register file the index *now* in place was built from
+        (``register index`` records it; a swap since start is seen), if recorded."""
+        found = self._execute(self._register_sql, ())
+        return str(found[0][0]) if found and found[0][0] else None
 
     def close(self) -> None:
         self.pool.close()

@@ -13,6 +13,7 @@ a test proves no clinical column can pass through it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -72,6 +73,32 @@ def register_path() -> Path:
 
 def model_path() -> Path:
     return register_dir() / "model.json"
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def register_digest(path: Path | None = None) -> str:
+    """sha256 of the register file: which register an index or a running matcher holds.
+
+    Why: the online matcher is a copy of the register (in a worker's memory, or in
+    PostgreSQL), and a copy that was not rebuilt after ``register import`` still answers,
+    with last month's addresses.  Comparing digests is how the service notices (health
+    check, ``docs/operations.md``).  Cached by the file's identity, size and
+    modification time, so asking again costs a ``stat``; ``import_register`` replaces the
+    file (a new inode), so a new import is always hashed afresh.
+    """
+    path = path or register_path()
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_mtime_ns ^ st.st_size)
+    found = _DIGESTS.get(key)
+    if found is None:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        found = _DIGESTS[key] = h.hexdigest()
+    return found
 
 
 @dataclass

@@ -11,23 +11,42 @@ request to the person, and leaves only where the decision permits it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from safehaven.domain.request import Subject
 from safehaven.matching.online import OnlineMatcher, load_online
 from safehaven.matching.pg_index import IndexChangedError
-from safehaven.matching.register import RELEASABLE
+from safehaven.matching.register import RELEASABLE, register_digest, register_path
 from safehaven.service.tracing import Found
+
+Freshness = Literal["current", "stale", "unknown"]
 
 
 class WorkspaceRegister:
-    def __init__(self, online: OnlineMatcher) -> None:
+    def __init__(self, online: OnlineMatcher, register: Path | None = None) -> None:
         self.online = online
+        self.register = register
 
     @classmethod
     def load(cls, register: Path | None = None, model: Path | None = None) -> WorkspaceRegister:
         """In-memory index from the register file, or the PostgreSQL index when
         ``SAFEHAVEN_REGISTER_INDEX_URL`` is set (``matching.online.load_online``)."""
-        return cls(load_online(register, model))
+        return cls(load_online(register, model), register)
+
+    def freshness(self) -> Freshness:
+        """Whether the matcher answers from the register now in the workspace.
+
+        ``stale``: a ``register import`` has replaced the file since this process loaded
+        it (in-memory) or since the PostgreSQL index was built, so traces would disclose
+        from the old register until a restart or ``register index``.  ``unknown``: no
+        register file on this host (allowed with the PostgreSQL index) or an index built
+        before digests were recorded.  Reads the file only when it has changed.
+        """
+        path = self.register or register_path()
+        served = self.online.serves_register()
+        if served is None or not path.is_file():
+            return "unknown"
+        return "current" if register_digest(path) == served else "stale"
 
     def match(self, subject: Subject) -> Found:
         """Match, then read the record.  With the PostgreSQL index a rebuild can land
