@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from safehaven.domain.canonical import content_hash
 from safehaven.service import settings
 from safehaven.store.db import transaction
 from tests.api.conftest import PASSWORD, POLICE_NHS, World
@@ -308,6 +309,18 @@ def test_overdue_exemption_is_renewed_then_lifted_and_the_person_told(world_fact
     assert events[-3:] == ["exempt", "renew_exemption", "lift_exemption"]
     again = world.post("reviewer", path, json={"action": "lift", "reason": "twice"})
     assert again.status_code == 409
+    # Every decision's words are kept, and each matches the hash its ledger entry carries.
+    history = world.clients["reviewer"].get(f"/v1/review/requests/{rid}").json()[
+        "exemption_history"]
+    assert [(h["action"], h["reason"], h["by"]) for h in history] == [
+        ("recorded", "suspect would flee", "alice"),
+        ("renewed", "arrest expected soon", "alice"),
+        ("lifted", "suspect charged", "alice")]
+    assert history[1]["review_on"] == str(today + timedelta(14))
+    hashed = [e["detail"]["reason_sha256"] for e in _ledger_entries(world)
+              if e.get("request") == rid and e["event"] in (
+                  "exempt", "renew_exemption", "lift_exemption")]
+    assert hashed == [content_hash(h["reason"]) for h in history]
     stats = world.clients["oversight"].get("/v1/oversight/statistics").json()
     [police] = [t for t in stats["totals"] if t["agreement"] == "nhs-police-tracing"]
     assert (police["notified"], police["exempted"]) == ("<10", 0)  # small counts suppressed

@@ -66,3 +66,23 @@ def test_an_unknown_request_is_404(desk: Desk) -> None:
     r = _post(alice, "00000000-0000-4000-8000-000000000000",
               {"verdict": "approve", "reason": "x", "csrf_token": csrf})
     assert r.status_code == 404 and "Request not found" in r.text
+
+
+def test_the_request_page_lists_every_exemption_decision_escaped(desk: Desk) -> None:
+    from datetime import date, timedelta
+
+    from safehaven.service.tracing import InMemoryRegister
+    from tests.api.conftest import REGISTER
+
+    desk.cfg.matcher = InMemoryRegister(REGISTER)  # the suspect is found: a disclosure
+    rid = _in_review(desk, "exempted")
+    alice = desk.login("alice")
+    csrf = csrf_of(alice.get(f"/review/{rid}").text)
+    review_on = (date.today() + timedelta(days=30)).isoformat()
+    r = _post(alice, rid, {"verdict": "approve", "reason": "Serious offence",
+                           "csrf_token": csrf, "exemption_id": "prejudice-crime-prevention",
+                           "exemption_reason": HOSTILE_REASON, "review_on": review_on})
+    assert r.status_code == 303, r.text
+    page = alice.get(f"/review/{rid}").text
+    assert 'id="exemption-history"' in page and "recorded" in page and review_on in page
+    assert '<script>alert("x")</script>' not in page

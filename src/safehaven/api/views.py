@@ -69,7 +69,9 @@ def reviewer_views(session: Session, rows: Sequence[RequestRow]) -> list[dict[st
     """:func:`reviewer_view` for a queue of requests in a fixed number of queries."""
     views = svc.request_views(session, rows)
     outcomes = _outcomes(session, rows)
+    exemptions = svc.exemption_history(session, [r.id for r in rows])
     for row, view in zip(rows, views, strict=True):
+        view["exemption_history"] = exemptions[row.id]
         match, disclosure = outcomes[row.id]
         view["body"] = row.body
         view["approvals_needed"] = svc.approvals_needed(row)

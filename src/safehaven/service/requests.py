@@ -33,6 +33,7 @@ from safehaven.store.models import (
     CapCounterRow,
     DecisionRow,
     DisclosureRow,
+    ExemptionReviewRow,
     MatchRow,
     NotificationRow,
     RequestRow,
@@ -692,9 +693,35 @@ def exempt(
     session.add(NotificationRow(request_id=row.id, kind="exempted", exemption_id=exemption_id,
                                 reason=reason.strip(), review_on=review_on, recorded_by=actor,
                                 recorded_at=at))
+    _exemption_history(session, row.id, "recorded", exemption_id, reason, review_on, actor, at)
     _write_steps(session)
     session.flush()
     return row.state
+
+
+def _exemption_history(session: Session, request_id: int, action: str,
+                       exemption_id: str | None, reason: str, review_on: date | None,
+                       actor: str, at: datetime) -> None:
+    """Keep the words of each exemption decision (``store.models.ExemptionReviewRow``);
+    the ledger entry of the same step carries their hash."""
+    session.add(ExemptionReviewRow(request_id=request_id, action=action,
+                                   exemption_id=exemption_id, reason=reason.strip(),
+                                   review_on=review_on, actor=actor, at=at))
+
+
+def exemption_history(session: Session, request_ids: Sequence[int]
+                      ) -> dict[int, list[dict[str, Any]]]:
+    """Each request's exemption decisions, oldest first (one query for any number)."""
+    found: dict[int, list[dict[str, Any]]] = {i: [] for i in request_ids}
+    if request_ids:
+        for r in session.execute(select(ExemptionReviewRow).where(
+                ExemptionReviewRow.request_id.in_(list(request_ids)))
+                .order_by(ExemptionReviewRow.id)).scalars():
+            found[r.request_id].append({
+                "action": r.action, "exemption_id": r.exemption_id, "reason": r.reason,
+                "review_on": r.review_on.isoformat() if r.review_on else None,
+                "by": r.actor, "at": as_utc(r.at).isoformat()})
+    return found
 
 
 def _exemption_row(session: Session, row: RequestRow) -> NotificationRow:
@@ -747,6 +774,8 @@ def renew_exemption(
     notice.review_on = review_on
     notice.recorded_by = actor
     notice.recorded_at = at
+    _exemption_history(session, row.id, "renewed", notice.exemption_id, reason, review_on,
+                       actor, at)
     _write_steps(session)
     session.flush()
     return review_on
@@ -772,6 +801,7 @@ def lift_exemption(
     notice.review_on = None
     notice.recorded_by = actor
     notice.recorded_at = at
+    _exemption_history(session, row.id, "lifted", notice.exemption_id, reason, None, actor, at)
     _write_steps(session)
     session.flush()
     return notice

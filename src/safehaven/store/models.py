@@ -135,6 +135,29 @@ class NotificationRow(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ExemptionReviewRow(Base):
+    """Each decision about an exemption from notice, with its written reason (migration 0011).
+
+    Why: ``notifications`` holds only the exemption's current state, so each renewal
+    overwrote the reason before it; the ledger keeps every reason's hash, which proves a
+    text but cannot bring one back.  Oversight asking "why was this person still not told
+    in March?" needs the words.  ``action``: ``recorded``, ``renewed``, ``lifted``, or
+    ``carried_over`` (the state an exemption was in when this table was added; earlier
+    reasons were not kept).
+    """
+
+    __tablename__ = "exemption_reviews"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    action: Mapped[str] = mapped_column(String(12))
+    exemption_id: Mapped[str | None] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Text)
+    review_on: Mapped[date | None] = mapped_column(Date)
+    actor: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class TransitionRow(Base):
     """Every lifecycle step, in order; the ledger commits to the same events."""
 
