@@ -7,12 +7,15 @@ create tables from the models and fails (or is slow) in production.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from safehaven.store.db import _alembic_config, make_engine, upgrade
 from safehaven.store.models import Base
 
 #: What exists only on PostgreSQL, by design: the generated column of failed rule ids (0004)
@@ -36,3 +39,31 @@ def test_migrated_schema_matches_models(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         diffs = [d for d in diffs if _name(d) not in POSTGRES_ONLY]
     assert diffs == []
+
+
+def test_exemptions_in_the_store_are_carried_over_by_0011(tmp_path: Path) -> None:
+    """An exemption recorded before 0011 keeps its current reason as a ``carried_over`` row."""
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    command.upgrade(_alembic_config(engine), "0010")
+    at = "2026-11-01 10:00:00.000000"
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO requests (id, public_id, requester, request_key, agreement_id, "
+            "purpose, made_on, received_at, body, body_sha256, state, updated_at) VALUES "
+            "(1, 'r-1', 'police', 'k1', 'nhs-police-tracing', 'police-serious-crime', "
+            f"'2017-09-01', '{at}', '{{}}', 'x', 'exempted', '{at}'), "
+            "(2, 'r-2', 'police', 'k2', 'nhs-police-tracing', 'police-serious-crime', "
+            f"'2017-09-01', '{at}', '{{}}', 'y', 'notified', '{at}')"))
+        conn.execute(text(
+            "INSERT INTO notifications (request_id, kind, exemption_id, reason, review_on, "
+            "recorded_by, recorded_at) VALUES "
+            f"(1, 'exempted', 'prejudice-crime-prevention', 'would flee', '2026-12-01', "
+            f"'alice', '{at}'), (2, 'notified', NULL, NULL, NULL, 'safehaven', '{at}')"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT request_id, action, exemption_id, reason, review_on, actor "
+            "FROM exemption_reviews")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        (1, "carried_over", "prejudice-crime-prevention", "would flee", "2026-12-01", "alice")]
