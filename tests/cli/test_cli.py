@@ -247,3 +247,28 @@ def test_agreement_errors_are_worded_for_agreements(tmp_path):
     out = invoke("agreements", "check", str(d)).stdout
     assert "colour: unknown field (not part of the agreement format)" in out
     assert "status_history.0.date" in out and "request format" not in out
+
+
+def test_an_agreement_edited_without_a_new_version_is_refused(tmp_path):
+    """The first text used under a version is pinned: editing the file and keeping its
+    version number stops `submit` (and `serve`) with a message that names it."""
+    changed = tmp_path / "agreements"
+    shutil.copytree(bundled_dir(), changed)
+    first = invoke("submit", write(tmp_path, {**POLICE, "request_id": "p1"}),
+                   "--agreements", str(changed))
+    assert first.exit_code == 0, first.output
+    path = changed / "nhs-police-tracing.yaml"
+    text = path.read_text("utf-8")
+    path.write_text(text.replace("(serious crime only)", "(serious crime, broadly read)"),
+                    "utf-8")
+    refused = invoke("submit", write(tmp_path, {**POLICE, "request_id": "p2"}),
+                     "--agreements", str(changed))
+    assert refused.exit_code == 2
+    assert "nhs-police-tracing: version 1.0 was first used on" in refused.output
+    assert "give the changed agreement a new version" in refused.output
+    path.write_text(text.replace("(serious crime only)", "(serious crime, broadly read)")
+                    .replace('version: "1.0"', 'version: "1.1"'), "utf-8")
+    renumbered = invoke("submit", write(tmp_path, {**POLICE, "request_id": "p3"}),
+                        "--agreements", str(changed), "--json")
+    assert renumbered.exit_code == 0, renumbered.output
+    assert json.loads(renumbered.stdout)["decision"]["agreement"]["version"] == "1.1"

@@ -67,3 +67,27 @@ def test_exemptions_in_the_store_are_carried_over_by_0011(tmp_path: Path) -> Non
     engine.dispose()
     assert [tuple(r) for r in rows] == [
         (1, "carried_over", "prejudice-crime-prevention", "would flee", "2026-12-01", "alice")]
+
+
+def test_0012_pins_each_version_to_the_text_of_its_earliest_decision(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    command.upgrade(_alembic_config(engine), "0011")
+    with engine.begin() as conn:
+        for i, (sha, at) in enumerate([("b" * 64, "2026-11-02 10:00:00.000000"),
+                                       ("a" * 64, "2026-11-01 10:00:00.000000")], start=1):
+            conn.execute(text(
+                "INSERT INTO requests (id, public_id, requester, request_key, agreement_id, "
+                "purpose, made_on, received_at, body, body_sha256, state, updated_at) VALUES "
+                f"({i}, 'r-{i}', 'police', 'k{i}', 'nhs-police-tracing', 'p', '2017-09-01', "
+                f"'{at}', '{{}}', 'x', 'refused', '{at}')"))
+            conn.execute(text(
+                "INSERT INTO decisions (request_id, outcome, rules, agreement_id, "
+                "agreement_version, agreement_sha256, firewall_on, reviewers_required, "
+                f"permitted_fields, decided_at) VALUES ({i}, 'refused', '[]', "
+                f"'nhs-police-tracing', '1.0', '{sha}', 1, 0, '[]', '{at}')"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT agreement_id, version, sha256 FROM agreement_versions")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("nhs-police-tracing", "1.0", "a" * 64)]

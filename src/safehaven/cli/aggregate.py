@@ -15,6 +15,7 @@ from safehaven.cli.common import (
     fail,
     load_agreements,
     parse_date,
+    pin_agreements,
     print_json,
     read_input,
 )
@@ -66,6 +67,7 @@ def aggregate_command(
     day = parse_date(received, label="--received")
     at = utcnow() if day is None else datetime.combine(day, time(12, 0), UTC)
     factory = session_factory(open_store(database_url))
+    pin_agreements(factory, agreements)
     try:
         with transaction(factory) as session:
             result = answer_aggregate(

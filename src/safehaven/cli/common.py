@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy.orm import Session, sessionmaker
 
 from safehaven.agreements import AgreementFileError, load_dir
 from safehaven.domain.decision import AgreementSet
@@ -71,6 +72,21 @@ def load_agreements(directory: Path | None, *, as_json: bool = False) -> Agreeme
         return load_dir(directory)
     except AgreementFileError as exc:
         fail([f"{e.path}: {p}" for e in (exc, *exc.others) for p in e.problems], as_json=as_json)
+
+
+def pin_agreements(factory: sessionmaker[Session], agreements: AgreementSet, *,
+                   as_json: bool = False) -> None:
+    """Refuse (exit 2, naming each) agreements whose text changed under the same version;
+    record versions used for the first time (``service.agreement_versions``)."""
+    from safehaven.service.agreement_versions import AgreementVersionError, pin
+    from safehaven.service.clock import utcnow
+    from safehaven.store.db import transaction
+
+    try:
+        with transaction(factory) as session:
+            pin(session, agreements, at=utcnow())
+    except AgreementVersionError as exc:
+        fail([f"agreements: {p}" for p in exc.problems], as_json=as_json)
 
 
 def parse_date(value: str | None, *, label: str, as_json: bool = False) -> date | None:

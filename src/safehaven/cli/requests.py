@@ -16,6 +16,7 @@ from safehaven.cli.common import (
     load_agreements,
     out,
     parse_date,
+    pin_agreements,
     print_json,
     read_input,
 )
@@ -83,6 +84,7 @@ def submit_command(
     day = parse_date(received, label="--received", as_json=as_json)
     received_at = datetime.combine(day, time(12, 0), UTC) if day else utcnow()
     factory = session_factory(open_store(database_url))
+    pin_agreements(factory, agreements, as_json=as_json)
     try:
         with transaction(factory) as session:
             result = svc.submit(session, request, agreements, received_at=received_at)

@@ -12,7 +12,14 @@ from typing import Any
 
 import typer
 
-from safehaven.cli.common import AgreementsOpt, DatabaseOpt, err, fail, load_agreements
+from safehaven.cli.common import (
+    AgreementsOpt,
+    DatabaseOpt,
+    err,
+    fail,
+    load_agreements,
+    pin_agreements,
+)
 from safehaven.service.tracing import InMemoryRegister, Matcher, NoRegister
 
 
@@ -66,7 +73,7 @@ def serve_command(
     import uvicorn
 
     from safehaven.api.server import HTTP_PROTOCOL
-    from safehaven.store.db import open_store, resolve_url
+    from safehaven.store.db import open_store, resolve_url, session_factory
 
     settings = {"database_url": resolve_url(database_url),
                 "agreements_dir": str(agreements_dir) if agreements_dir else None,
@@ -74,8 +81,9 @@ def serve_command(
                 "print_codes": print_codes, "secure_cookies": secure_cookies}
     # Fail here, once, on a bad agreement or register file; and migrate before any worker
     # starts, so workers never race each other through Alembic.
-    load_agreements(agreements_dir)
-    open_store(settings["database_url"]).dispose()  # type: ignore[arg-type]
+    engine = open_store(settings["database_url"])  # type: ignore[arg-type]
+    pin_agreements(session_factory(engine), load_agreements(agreements_dir))
+    engine.dispose()
     # access_log off: paths are harmless but query strings may not be; errors still log.
     if workers == 1:
         uvicorn.run(worker_app(settings), host=host, port=port, log_level=log_level,

@@ -135,6 +135,24 @@ class NotificationRow(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AgreementVersionRow(Base):
+    """The content each agreement version had when it was first used (migration 0012).
+
+    Why: decisions cite an agreement by id, version *and* sha256, but nothing stopped a
+    controller from editing an agreement's text (widening its fields, say) and keeping its
+    version number, so "version 1.2" would name two different rules.  The first content
+    seen for a version is pinned here; a different text under the same version is refused
+    at start-up (``service.agreement_versions``).
+    """
+
+    __tablename__ = "agreement_versions"
+
+    agreement_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    version: Mapped[str] = mapped_column(String(20), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    first_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ExemptionReviewRow(Base):
     """Each decision about an exemption from notice, with its written reason (migration 0011).
 
