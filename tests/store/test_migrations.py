@@ -13,7 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from safehaven.store.db import _alembic_config, make_engine, upgrade
 from safehaven.store.models import Base
@@ -41,19 +41,28 @@ def test_migrated_schema_matches_models(engine: Engine) -> None:
     assert diffs == []
 
 
+def _store_at(tmp_path: Path, revision: str) -> Engine:
+    """A SQLite store migrated only up to ``revision`` (what an older install has)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    command.upgrade(_alembic_config(engine), revision)
+    return engine
+
+
+def _insert_request(conn: Connection, i: int, state: str, at: str) -> None:
+    conn.execute(text(
+        "INSERT INTO requests (id, public_id, requester, request_key, agreement_id, purpose, "
+        "made_on, received_at, body, body_sha256, state, updated_at) VALUES "
+        f"({i}, 'r-{i}', 'police', 'k{i}', 'nhs-police-tracing', 'police-serious-crime', "
+        f"'2017-09-01', '{at}', '{{}}', 'x{i}', '{state}', '{at}')"))
+
+
 def test_exemptions_in_the_store_are_carried_over_by_0011(tmp_path: Path) -> None:
     """An exemption recorded before 0011 keeps its current reason as a ``carried_over`` row."""
-    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
-    command.upgrade(_alembic_config(engine), "0010")
+    engine = _store_at(tmp_path, "0010")
     at = "2026-11-01 10:00:00.000000"
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO requests (id, public_id, requester, request_key, agreement_id, "
-            "purpose, made_on, received_at, body, body_sha256, state, updated_at) VALUES "
-            "(1, 'r-1', 'police', 'k1', 'nhs-police-tracing', 'police-serious-crime', "
-            f"'2017-09-01', '{at}', '{{}}', 'x', 'exempted', '{at}'), "
-            "(2, 'r-2', 'police', 'k2', 'nhs-police-tracing', 'police-serious-crime', "
-            f"'2017-09-01', '{at}', '{{}}', 'y', 'notified', '{at}')"))
+        _insert_request(conn, 1, "exempted", at)
+        _insert_request(conn, 2, "notified", at)
         conn.execute(text(
             "INSERT INTO notifications (request_id, kind, exemption_id, reason, review_on, "
             "recorded_by, recorded_at) VALUES "
@@ -70,16 +79,11 @@ def test_exemptions_in_the_store_are_carried_over_by_0011(tmp_path: Path) -> Non
 
 
 def test_0012_pins_each_version_to_the_text_of_its_earliest_decision(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
-    command.upgrade(_alembic_config(engine), "0011")
+    engine = _store_at(tmp_path, "0011")
     with engine.begin() as conn:
         for i, (sha, at) in enumerate([("b" * 64, "2026-11-02 10:00:00.000000"),
                                        ("a" * 64, "2026-11-01 10:00:00.000000")], start=1):
-            conn.execute(text(
-                "INSERT INTO requests (id, public_id, requester, request_key, agreement_id, "
-                "purpose, made_on, received_at, body, body_sha256, state, updated_at) VALUES "
-                f"({i}, 'r-{i}', 'police', 'k{i}', 'nhs-police-tracing', 'p', '2017-09-01', "
-                f"'{at}', '{{}}', 'x', 'refused', '{at}')"))
+            _insert_request(conn, i, "refused", at)
             conn.execute(text(
                 "INSERT INTO decisions (request_id, outcome, rules, agreement_id, "
                 "agreement_version, agreement_sha256, firewall_on, reviewers_required, "

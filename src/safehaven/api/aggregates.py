@@ -318,8 +318,14 @@ def review_queue(
     summary="One aggregate release in full: request, decision, table, reviews",
 )
 def review_show(release_id: ReleaseId, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
+    return _release_view(release_id, cfg, creds, auth.REVIEWER)
+
+
+def _release_view(release_id: str, cfg: ApiConfig, creds: auth.Credentials,
+                  roles: frozenset[str]) -> dict[str, Any]:
+    """One release in full for a reviewer or an overseer (the same view, read-only)."""
     with transaction(cfg.reader) as session:
-        auth.person(session, cfg, creds, auth.REVIEWER)
+        auth.person(session, cfg, creds, roles)
         try:
             return svc.review_view(svc.get_release(session, release_id))
         except NotFoundError:
@@ -385,9 +391,4 @@ def oversight_list(
     summary="One aggregate release in full: request, decision, table, reviews (read-only)",
 )
 def oversight_show(release_id: ReleaseId, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
-    with transaction(cfg.reader) as session:
-        auth.person(session, cfg, creds, auth.OVERSIGHT)
-        try:
-            return svc.review_view(svc.get_release(session, release_id))
-        except NotFoundError:
-            raise not_found("aggregate release") from None
+    return _release_view(release_id, cfg, creds, auth.OVERSIGHT)

@@ -43,8 +43,10 @@ class WorkspaceRegister:
         before digests were recorded.  Reads the file only when it has changed.
         """
         path = self.register or register_path()
+        if not path.is_file():  # before asking the index: nothing to compare with
+            return "unknown"
         served = self.online.serves_register()
-        if served is None or not path.is_file():
+        if served is None:
             return "unknown"
         return "current" if register_digest(path) == served else "stale"
 

@@ -14,6 +14,7 @@ same kind of server-side session; forms carry the session's CSRF token in a hidd
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, timedelta
 from importlib import resources
 from typing import Annotated, Any
@@ -321,9 +322,28 @@ def _release_id(value: str) -> str | None:
     return value if len(value) <= 64 else None
 
 
+def _request_not_found(request: Request, exc: ApiError) -> HTMLResponse:
+    return render("message.html", request, status=exc.status, title="Request not found",
+                  message=exc.error)
+
+
 def _release_not_found(request: Request) -> HTMLResponse:
     return render("message.html", request, status=404, title="Aggregate release not found",
                   message="No aggregate release has this id.")
+
+
+def _release_page(request: Request, cfg: ApiConfig, web: accounts.WebSession, release_id: str,
+                  show: Callable[[str, ApiConfig, Any], dict[str, Any]],
+                  **page: Any) -> Response:
+    """One aggregate release's page, through the role's own API handler (``show``)."""
+    if _release_id(release_id) is None:
+        return _release_not_found(request)
+    try:
+        view = show(release_id, cfg, _creds(request))
+    except ApiError as exc:
+        return render("message.html", request, status=exc.status,
+                      title="Aggregate release not found", message=exc.error)
+    return _aggregate_page(request, cfg, web, view, **page)
 
 
 def _verdict_problems(exc: ValidationError) -> list[str]:
@@ -349,14 +369,7 @@ def aggregate_detail(release_id: str, request: Request, cfg: Cfg,
     web = _who(cfg, request)
     if web is None or web.role != "reviewer":
         return _login_redirect(f"/review/aggregates/{release_id}")
-    if _release_id(release_id) is None:
-        return _release_not_found(request)
-    try:
-        view = aggregate_api.review_show(release_id, cfg, _creds(request))
-    except ApiError as exc:
-        return render("message.html", request, status=exc.status,
-                      title="Aggregate release not found", message=exc.error)
-    return _aggregate_page(request, cfg, web, view, done=done)
+    return _release_page(request, cfg, web, release_id, aggregate_api.review_show, done=done)
 
 
 @router.post("/review/aggregates/{release_id}", response_model=None)
@@ -405,8 +418,7 @@ def review_detail(request_id: str, request: Request, cfg: Cfg,
     try:
         view = reviewers.show(request_id, cfg, _creds(request))
     except ApiError as exc:
-        return render("message.html", request, status=exc.status, title="Request not found",
-                      message=exc.error)
+        return _request_not_found(request, exc)
     agreement = cfg.agreements.get(view["agreement"])
     exemptions = agreement.notification.exemptions if agreement else []
     return render("request.html", request, web=web, r=view, exemptions=exemptions,
@@ -447,8 +459,7 @@ async def review_verdict(
         problems = ["review_on: a date in the format YYYY-MM-DD"]
     except ApiError as exc:
         if exc.status == 404:
-            return render("message.html", request, status=404, title="Request not found",
-                          message=exc.error)
+            return _request_not_found(request, exc)
         status = exc.status
         # A form problem is named by field; anything else needs its headline too
         # ("cannot review this request now: ... already refused").
@@ -458,8 +469,7 @@ async def review_verdict(
         try:
             view = await run_in_threadpool(reviewers.show, request_id, cfg, _creds(request))
         except ApiError as exc:  # not found (a malformed id fails the form check first)
-            return render("message.html", request, status=exc.status,
-                          title="Request not found", message=exc.error)
+            return _request_not_found(request, exc)
         agreement = cfg.agreements.get(view["agreement"])
         return render("request.html", request, status=status, web=web, r=view,
                       exemptions=agreement.notification.exemptions if agreement else [],
@@ -496,14 +506,8 @@ def oversight_release(release_id: str, request: Request, cfg: Cfg) -> Response:
     web = _who(cfg, request)
     if web is None or web.role != "oversight":
         return _login_redirect(f"/oversight/aggregates/{release_id}")
-    if _release_id(release_id) is None:
-        return _release_not_found(request)
-    try:
-        view = aggregate_api.oversight_show(release_id, cfg, _creds(request))
-    except ApiError as exc:
-        return render("message.html", request, status=exc.status,
-                      title="Aggregate release not found", message=exc.error)
-    return _aggregate_page(request, cfg, web, view, oversight=True)
+    return _release_page(request, cfg, web, release_id, aggregate_api.oversight_show,
+                         oversight=True)
 
 
 # --- subject portal ---------------------------------------------------------------------------
