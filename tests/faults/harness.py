@@ -184,17 +184,22 @@ def start_server(ws: Workspace, *, timeout: float = 60.0,
                  extra_env: dict[str, str] | None = None,
                  extra_args: tuple[str, ...] = ()) -> Server:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from safehaven.cli import main; main()", "serve",
-         "--host", "127.0.0.1", "--port", str(port), "--register", str(ws.register),
-         *extra_args],
-        env={**ws.env(), **(extra_env or {})}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, preexec_fn=preexec, start_new_session=True,
-    )
+    # The server's stderr goes to a file, not a pipe: a pipe nobody reads fills up after
+    # 64 KiB of log lines and then blocks every worker that logs (seen: a load run hung on
+    # a burst of errors instead of reporting them).
+    log = ws.home / "server.stderr"
+    with log.open("ab") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from safehaven.cli import main; main()", "serve",
+             "--host", "127.0.0.1", "--port", str(port), "--register", str(ws.register),
+             *extra_args],
+            env={**ws.env(), **(extra_env or {})}, stdout=subprocess.DEVNULL,
+            stderr=stderr, preexec_fn=preexec, start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = log.read_text("utf-8", errors="replace")
             raise AssertionError(f"server exited with {proc.returncode}: {err[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:

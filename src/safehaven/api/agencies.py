@@ -158,14 +158,28 @@ async def submit_request(request: Request, cfg: Cfg, creds: auth.Creds) -> FastJ
         return principal, req, prepare_one(cfg, principal, req)
 
     principal, req, prepared = await run_in_threadpool(before)
-    done = await cfg.writer.run_async(
-        lambda session: submit_one(session, cfg, principal, req, prepared))
+    done = await cfg.write(submit_one, principal, req, prepared)
     # Encoded here, not through ``response_model``: the body is built by our own code from
     # the stored decision, and re-validating a 17-rule explanation on the hottest route
     # cost as much as storing it.  The model still documents the response in OpenAPI and
     # the API tests check responses against it.
     return FastJSONResponse(_accepted(done), status_code=201 if done.result.created else 200,
                             headers={"Location": f"/v1/requests/{done.result.public_id}"})
+
+
+def _status_check(session: Session, cfg: ApiConfig, obj: dict[str, Any],
+                  creds: auth.Credentials) -> tuple[Submitted, str]:
+    principal = auth.agency(session, cfg, creds)
+    req = tracing_request(obj, principal.agency)
+    problems = []
+    if req.purpose != "status-check":
+        problems.append("purpose: a status check must have purpose 'status-check'")
+    if req.fields != ["entitlement"]:
+        problems.append("fields: a status check asks for ['entitlement'] only")
+    if problems:
+        raise unprocessable(problems)
+    done = submit_one(session, cfg, principal, req)
+    return done, tracing.status_answer(session, done.result.public_id)
 
 
 @router.post(
@@ -181,21 +195,7 @@ async def status_check(
     request: Request, response: Response, cfg: Cfg, creds: auth.Creds
 ) -> dict[str, Any]:
     obj = await read_json_object(request, cfg.max_body_bytes)
-
-    def work(session: Session) -> tuple[Submitted, str]:
-        principal = auth.agency(session, cfg, creds)
-        req = tracing_request(obj, principal.agency)
-        problems = []
-        if req.purpose != "status-check":
-            problems.append("purpose: a status check must have purpose 'status-check'")
-        if req.fields != ["entitlement"]:
-            problems.append("fields: a status check asks for ['entitlement'] only")
-        if problems:
-            raise unprocessable(problems)
-        done = submit_one(session, cfg, principal, req)
-        return done, tracing.status_answer(session, done.result.public_id)
-
-    done, answer = await cfg.writer.run_async(work)
+    done, answer = await cfg.write(_status_check, obj, creds)
     response.status_code = 201 if done.result.created else 200
     response.headers["Location"] = f"/v1/requests/{done.result.public_id}"
     return {"id": done.result.public_id, "request_id": done.request_key, "state": done.state,
@@ -350,6 +350,11 @@ def _row_result(session: Session, cfg: ApiConfig, principal: AgencyPrincipal,
     return {"row": n, "status": 201 if done.result.created else 200, **_accepted(done)}
 
 
+def _bulk_unit(session: Session, cfg: ApiConfig, principal: AgencyPrincipal,
+               ready: list[Row]) -> list[dict[str, Any]]:
+    return [_row_result(session, cfg, principal, row) for row in ready]
+
+
 async def _bulk_lines(
     cfg: ApiConfig, principal: AgencyPrincipal, rows: list[dict[str, Any] | list[str]]
 ) -> AsyncIterator[bytes]:
@@ -371,11 +376,8 @@ async def _bulk_lines(
                 _prepare_row(cfg, principal, start + i + 1, item)
                 for i, item in enumerate(batch)])
 
-        def unit(session: Session, ready: list[Row] = ready) -> list[dict[str, Any]]:
-            return [_row_result(session, cfg, principal, row) for row in ready]
-
         try:
-            results = await cfg.writer.run_async(unit)
+            results = await cfg.write(_bulk_unit, principal, ready)
         except Exception:
             # Nothing in this batch was committed; say so row by row and stop.
             for i in range(len(batch)):

@@ -195,6 +195,21 @@ def _check_scope(principal: AgencyPrincipal, request: AggregateRequest) -> None:
 # --- requesting agencies --------------------------------------------------------------
 
 
+def _submit_aggregate(session: Session, cfg: ApiConfig, obj: dict[str, Any],
+                      creds: auth.Credentials) -> tuple[dict[str, Any], bool]:
+    principal = auth.agency(session, cfg, creds)
+    req = _parse(obj, principal.agency)
+    _check_scope(principal, req)
+    try:
+        done = svc.submit_aggregate(session, req, cfg.agreements, cfg.datasets,
+                                    received_at=cfg.clock())
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, "idempotency conflict", [str(exc)]) from None
+    except svc.DatasetUnavailableError as exc:
+        raise ApiError(503, "dataset unavailable; nothing was stored", [str(exc)]) from None
+    return svc.release_view(done.row), done.created
+
+
 @router.post(
     "/v1/aggregates",
     tags=["agencies"],
@@ -216,21 +231,8 @@ async def submit_aggregate(
 ) -> Any:
     obj = await read_json_object(request, cfg.max_body_bytes)
 
-    def work(session: Session) -> tuple[dict[str, Any], bool]:
-        principal = auth.agency(session, cfg, creds)
-        req = _parse(obj, principal.agency)
-        _check_scope(principal, req)
-        try:
-            done = svc.submit_aggregate(session, req, cfg.agreements, cfg.datasets,
-                                        received_at=cfg.clock())
-        except IdempotencyConflictError as exc:
-            raise ApiError(409, "idempotency conflict", [str(exc)]) from None
-        except svc.DatasetUnavailableError as exc:
-            raise ApiError(503, "dataset unavailable; nothing was stored", [str(exc)]) from None
-        return svc.release_view(done.row), done.created
-
     # Answered only after the writer has committed the row and its ledger entry.
-    view, created = await cfg.writer.run_async(work)
+    view, created = await cfg.write(_submit_aggregate, obj, creds)
     status = 201 if created else 200
     if view["table"] is not None and wants_csv(request, fmt):
         return _csv_response(view, status)
@@ -332,6 +334,22 @@ def _release_view(release_id: str, cfg: ApiConfig, creds: auth.Credentials,
             raise not_found("aggregate release") from None
 
 
+def _review_verdict(session: Session, cfg: ApiConfig, release_id: str, body: AggregateVerdict,
+                    creds: auth.Credentials) -> dict[str, Any]:
+    web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
+    assert web.username is not None
+    try:
+        row = svc.review_aggregate(session, release_id, reviewer=web.username,
+                                   verdict=body.verdict, reason=body.reason,
+                                   at=cfg.clock())
+    except NotFoundError:
+        raise not_found("aggregate release") from None
+    except ReviewError as exc:
+        raise ApiError(409, "cannot review this release now", [str(exc)]) from None
+    return {"id": row.public_id, "state": row.state,
+            "approvals_needed": svc.approvals_needed(row)}
+
+
 @router.post(
     "/v1/review/aggregates/{release_id}/verdict",
     tags=["reviewers"],
@@ -346,21 +364,7 @@ async def review_verdict(
     if not body.reason.strip():
         raise unprocessable(["reason: a written reason is required for every review"])
 
-    def work(session: Session) -> dict[str, Any]:
-        web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
-        assert web.username is not None
-        try:
-            row = svc.review_aggregate(session, release_id, reviewer=web.username,
-                                       verdict=body.verdict, reason=body.reason,
-                                       at=cfg.clock())
-        except NotFoundError:
-            raise not_found("aggregate release") from None
-        except ReviewError as exc:
-            raise ApiError(409, "cannot review this release now", [str(exc)]) from None
-        return {"id": row.public_id, "state": row.state,
-                "approvals_needed": svc.approvals_needed(row)}
-
-    return await cfg.writer.run_async(work)
+    return await cfg.write(_review_verdict, release_id, body, creds)
 
 
 # --- oversight ------------------------------------------------------------------------

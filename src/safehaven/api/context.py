@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Request
@@ -13,11 +14,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from safehaven.api.writer import GroupCommitter
+from safehaven.api.writer_process import RemoteWriter
 from safehaven.domain.decision import AgreementSet
 from safehaven.service.aggregates import Datasets, workspace_datasets
 from safehaven.service.clock import utcnow
 from safehaven.service.tracing import Matcher, NoRegister
 from safehaven.store.db import read_only_factory, session_factory
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +42,8 @@ class ApiConfig:
     ledger_key: Callable[[], Ed25519PrivateKey] | None = None
     #: Each controller's records for aggregate releases, by controller id.
     datasets: Datasets = field(default_factory=workspace_datasets)
+    #: ``serve --workers N`` on SQLite: the writer process every write goes to.
+    remote_writer: RemoteWriter | None = None
     factory: sessionmaker[Session] = field(init=False)
     #: Sessions for routes that only read: no write lock (see ``read_only_factory``).
     reader: sessionmaker[Session] = field(init=False)
@@ -51,6 +57,19 @@ class ApiConfig:
                 if self.engine.dialect.name == "sqlite" and database
                 and database != ":memory:" else None)
         self.writer = GroupCommitter(self.factory, lock_path=lock)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(session, cfg, *args)`` in the writer's transaction; return after commit.
+
+        Why a function and its arguments rather than a closure: under ``serve --workers N``
+        on SQLite the unit runs in the writer process (``api/writer_process.py``), with that
+        process's own ``cfg``, so it must cross by reference: ``fn`` is a module-level
+        function and ``args`` plain, picklable values.  Otherwise it runs in this process's
+        group-commit writer thread.
+        """
+        if self.remote_writer is not None:
+            return await self.remote_writer.call(fn, *args)
+        return await self.writer.run_async(lambda session: fn(session, self, *args))
 
 
 async def config(request: Request) -> ApiConfig:

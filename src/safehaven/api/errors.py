@@ -8,6 +8,7 @@ about.  Nothing from the request body is ever logged: bodies carry personal data
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +37,10 @@ class ApiError(Exception):
         self.problems = problems or []
         self.headers = headers
         super().__init__(error)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in the writer process, answered by a worker (``api/writer_process.py``).
+        return (type(self), (self.status, self.error, self.problems, self.headers))
 
 
 def unauthorized(message: str = "authentication required") -> ApiError:

@@ -65,23 +65,23 @@ async def log_in(cfg: ApiConfig, username: str, password: str,
 
     found = await run_in_threadpool(check)
     if found.account_id is None:
-        failed = found.failed_account_id
-        if failed is not None:
-            await cfg.writer.run_async(
-                lambda session: accounts.record_failed_login(session, failed, at=cfg.clock(),
-                                                            client=client))
+        if found.failed_account_id is not None:
+            await cfg.write(_login_failed, found.failed_account_id, client)
         return None
-    account_id = found.account_id
+    return await cfg.write(_login_succeeded, found.account_id, client)
 
-    def work(session: Session) -> WebSession | None:
-        account = session.get(AccountRow, account_id)
-        if account is None or account.disabled_at is not None:
-            return None
-        accounts.login_succeeded(session, account, client=client)
-        return accounts.start_session(session, role=account.role, account=account,
-                                      at=cfg.clock())
 
-    return await cfg.writer.run_async(work)
+def _login_failed(session: Session, cfg: ApiConfig, account_id: int, client: str) -> None:
+    accounts.record_failed_login(session, account_id, at=cfg.clock(), client=client)
+
+
+def _login_succeeded(session: Session, cfg: ApiConfig, account_id: int,
+                     client: str) -> WebSession | None:
+    account = session.get(AccountRow, account_id)
+    if account is None or account.disabled_at is not None:
+        return None
+    accounts.login_succeeded(session, account, client=client)
+    return accounts.start_session(session, role=account.role, account=account, at=cfg.clock())
 
 
 def client_address(request: Request) -> str:

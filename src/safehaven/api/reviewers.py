@@ -98,6 +98,38 @@ def show(request_id: str, cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
         return reviewer_view(session, row)
 
 
+def _verdict(session: Session, cfg: ApiConfig, request_id: str, body: Verdict,
+             creds: auth.Credentials) -> dict[str, Any]:
+    # Through the group-commit writer, like every other write on the hot paths (see
+    # ``api/writer.py``): the verdict and the trace it may trigger commit together.
+    web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
+    assert web.username is not None
+    now = cfg.clock()
+    try:
+        state = svc.review(session, request_id, reviewer=web.username,
+                           verdict=body.verdict, reason=body.reason, at=now)
+        choice = None
+        if body.exemption is not None:
+            if body.verdict != "approve":
+                raise unprocessable(["exemption: only with an approval"])
+            choice = tracing.ExemptionChoice(body.exemption.exemption_id,
+                                             body.exemption.reason, body.exemption.review_on)
+        state = tracing.complete(session, request_id, agreements=cfg.agreements,
+                                 matcher=cfg.matcher, at=now, actor=web.username,
+                                 exemption=choice)
+    except svc.NotFoundError:
+        raise not_found() from None
+    except svc.NotificationError as exc:
+        msg = str(exc)
+        raise unprocessable([msg if msg.startswith("exemption") else f"exemption.{msg}"]
+                            ) from None
+    except (svc.ReviewError, IllegalTransition) as exc:
+        raise ApiError(409, "cannot review this request now", [str(exc)]) from None
+    row = svc.get_request(session, request_id)
+    return {"id": request_id, "state": state,
+            "approvals_needed": svc.approvals_needed(row)}
+
+
 @router.post("/requests/{request_id}/verdict", response_model=VerdictResult,
              responses=errors(409), summary="Approve or refuse, with a written reason "
              "(needs X-CSRF-Token)")
@@ -107,37 +139,7 @@ async def verdict(
     if not body.reason.strip():
         raise unprocessable(["reason: a written reason is required for every review"])
 
-    def work(session: Session) -> dict[str, Any]:
-        # Through the group-commit writer, like every other write on the hot paths (see
-        # ``api/writer.py``): the verdict and the trace it may trigger commit together.
-        web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
-        assert web.username is not None
-        now = cfg.clock()
-        try:
-            state = svc.review(session, request_id, reviewer=web.username,
-                               verdict=body.verdict, reason=body.reason, at=now)
-            choice = None
-            if body.exemption is not None:
-                if body.verdict != "approve":
-                    raise unprocessable(["exemption: only with an approval"])
-                choice = tracing.ExemptionChoice(body.exemption.exemption_id,
-                                                 body.exemption.reason, body.exemption.review_on)
-            state = tracing.complete(session, request_id, agreements=cfg.agreements,
-                                     matcher=cfg.matcher, at=now, actor=web.username,
-                                     exemption=choice)
-        except svc.NotFoundError:
-            raise not_found() from None
-        except svc.NotificationError as exc:
-            msg = str(exc)
-            raise unprocessable([msg if msg.startswith("exemption") else f"exemption.{msg}"]
-                                ) from None
-        except (svc.ReviewError, IllegalTransition) as exc:
-            raise ApiError(409, "cannot review this request now", [str(exc)]) from None
-        row = svc.get_request(session, request_id)
-        return {"id": request_id, "state": state,
-                "approvals_needed": svc.approvals_needed(row)}
-
-    return await cfg.writer.run_async(work)
+    return await cfg.write(_verdict, request_id, body, creds)
 
 
 @router.get("/exemptions/overdue", response_model=Overdue, responses=errors(),
@@ -146,6 +148,23 @@ def overdue(cfg: Cfg, creds: auth.Creds) -> dict[str, Any]:
     with transaction(cfg.reader) as session:
         auth.person(session, cfg, creds, auth.REVIEWER)
         return {"exemptions": notifications.overdue_exemptions(session, cfg.clock().date())}
+
+
+def _review_exemption(session: Session, cfg: ApiConfig, request_id: str, body: ExemptionReview,
+                      creds: auth.Credentials) -> dict[str, Any]:
+    web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
+    assert web.username is not None
+    try:
+        return notifications.review_exemption(
+            session, request_id, cfg.agreements, action=body.action, reason=body.reason,
+            review_on=body.review_on, actor=web.username, at=cfg.clock())
+    except svc.NotFoundError:
+        raise not_found() from None
+    except svc.NotificationError as exc:
+        msg = str(exc)
+        if msg.startswith("state:"):
+            raise ApiError(409, "no exemption to review", [msg]) from None
+        raise unprocessable([msg]) from None
 
 
 @router.post("/exemptions/{request_id}", response_model=ExemptionReviewResult,
@@ -158,19 +177,4 @@ async def review_exemption(
     if not body.reason.strip():
         raise unprocessable(["reason: a written reason is required"])
 
-    def work(session: Session) -> dict[str, Any]:
-        web = auth.person(session, cfg, creds, auth.REVIEWER, unsafe=True)
-        assert web.username is not None
-        try:
-            return notifications.review_exemption(
-                session, request_id, cfg.agreements, action=body.action, reason=body.reason,
-                review_on=body.review_on, actor=web.username, at=cfg.clock())
-        except svc.NotFoundError:
-            raise not_found() from None
-        except svc.NotificationError as exc:
-            msg = str(exc)
-            if msg.startswith("state:"):
-                raise ApiError(409, "no exemption to review", [msg]) from None
-            raise unprocessable([msg]) from None
-
-    return await cfg.writer.run_async(work)
+    return await cfg.write(_review_exemption, request_id, body, creds)

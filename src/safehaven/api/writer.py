@@ -59,6 +59,14 @@ class GroupCommitter:
         self._queue.put((unit, future))
         return future.result()
 
+    def submit(self, unit: Callable[[Session], T]) -> Future[T]:
+        """Queue ``unit``; its future resolves after the commit (the writer process's way
+        in, see ``api/writer_process.py``)."""
+        self._ensure_thread()
+        future: Future[T] = Future()
+        self._queue.put((unit, future))
+        return future
+
     async def run_async(self, unit: Callable[[Session], T]) -> T:
         """:meth:`run` for the event loop: the writer wakes the awaiting request directly,
         without parking a thread-pool thread on the result for the length of the commit."""

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from safehaven.cli.common import (
     pin_agreements,
 )
 from safehaven.service.tracing import InMemoryRegister, Matcher, NoRegister
+
+if TYPE_CHECKING:
+    from safehaven.api.context import ApiConfig
 
 
 def load_register(path: Path | None) -> Matcher:
@@ -75,13 +78,13 @@ def serve_command(
     from safehaven.api.server import HTTP_PROTOCOL
     from safehaven.store.db import open_store, resolve_url, session_factory
 
-    settings = {"database_url": resolve_url(database_url),
+    settings: dict[str, Any] = {"database_url": resolve_url(database_url),
                 "agreements_dir": str(agreements_dir) if agreements_dir else None,
                 "register": str(register) if register else None,
                 "print_codes": print_codes, "secure_cookies": secure_cookies}
     # Fail here, once, on a bad agreement or register file; and migrate before any worker
     # starts, so workers never race each other through Alembic.
-    engine = open_store(settings["database_url"])  # type: ignore[arg-type]
+    engine = open_store(settings["database_url"])
     pin_agreements(session_factory(engine), load_agreements(agreements_dir))
     engine.dispose()
     # access_log off: paths are harmless but query strings may not be; errors still log.
@@ -92,9 +95,24 @@ def serve_command(
     # The workers watch this process: the pid is handed over rather than read with
     # ``getppid()`` in the worker, which would already be init's if this process died while
     # the worker was still starting.
-    os.environ[SETTINGS_ENV] = json.dumps({**settings, "supervisor_pid": os.getpid()})
-    uvicorn.run("safehaven.cli.serve:worker_app", factory=True, workers=workers, host=host,
-                port=port, log_level=log_level, access_log=False, http=HTTP_PROTOCOL)
+    settings["supervisor_pid"] = os.getpid()
+    writer = None
+    if str(settings["database_url"]).startswith("sqlite"):
+        # Every write in one process of its own (see ``api/writer_process.py``); on
+        # PostgreSQL each worker writes, and row locks let them proceed side by side.
+        from safehaven.api.writer_process import WriterProcess
+
+        writer = WriterProcess(settings)
+        settings["writer"] = {"address": writer.address, "key": writer.key.hex()}
+    os.environ[SETTINGS_ENV] = json.dumps(settings)
+    try:
+        uvicorn.run("safehaven.cli.serve:worker_app", factory=True, workers=workers,
+                    host=host, port=port, log_level=log_level, access_log=False,
+                    http=HTTP_PROTOCOL)
+    finally:
+        # After the workers: they finish their requests, which may still need to write.
+        if writer is not None:
+            writer.stop()
 
 
 #: How ``serve --workers N`` hands its options to the worker processes uvicorn starts.
@@ -126,20 +144,32 @@ def watch_supervisor(supervisor: int, *, every: float = 1.0) -> threading.Thread
     return thread
 
 
-def worker_app(settings: dict[str, Any] | None = None) -> Any:
-    """Build one server process's app (uvicorn calls this in each worker)."""
-    from safehaven.api.app import create_app
+def build_config(settings: dict[str, Any]) -> ApiConfig:
+    """One server process's configuration (a worker's, or the writer process's)."""
     from safehaven.api.context import ApiConfig
     from safehaven.store.db import open_store
 
-    if settings is None:  # a worker of ``serve --workers N``
-        settings = json.loads(os.environ[SETTINGS_ENV])
-        watch_supervisor(int(settings["supervisor_pid"]))
     agreements_dir = settings["agreements_dir"]
     register = settings["register"]
     agreements = load_agreements(Path(agreements_dir) if agreements_dir else None)
     matcher = load_register(Path(register) if register else None)
     engine = open_store(settings["database_url"], migrate=False)
-    return create_app(ApiConfig(engine=engine, agreements=agreements, matcher=matcher,
-                                print_codes=bool(settings["print_codes"]),
-                                secure_cookies=bool(settings["secure_cookies"])))
+    return ApiConfig(engine=engine, agreements=agreements, matcher=matcher,
+                     print_codes=bool(settings["print_codes"]),
+                     secure_cookies=bool(settings["secure_cookies"]))
+
+
+def worker_app(settings: dict[str, Any] | None = None) -> Any:
+    """Build one server process's app (uvicorn calls this in each worker)."""
+    from safehaven.api.app import create_app
+    from safehaven.api.writer_process import RemoteWriter
+
+    if settings is None:  # a worker of ``serve --workers N``
+        settings = json.loads(os.environ[SETTINGS_ENV])
+        watch_supervisor(int(settings["supervisor_pid"]))
+    cfg = build_config(settings)
+    if settings.get("writer"):
+        cfg.remote_writer = RemoteWriter(settings["writer"]["address"],
+                                         bytes.fromhex(settings["writer"]["key"]))
+        cfg.remote_writer.wait_ready()
+    return create_app(cfg)

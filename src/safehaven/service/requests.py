@@ -296,9 +296,12 @@ def submit(
     :func:`prepare` for this request, time and policy) saves the work done before the
     transaction.
     """
-    if prepared is not None and (prepared.request is not request
-                                 or prepared.received_at != received_at
-                                 or prepared.firewall is not firewall):
+    # Identity first (the usual case, and cheap); equal values when the request crossed to
+    # the writer process (``api/writer_process.py``) and arrived as a copy.
+    if prepared is not None and (
+            (prepared.request is not request and prepared.request != request)
+            or prepared.received_at != received_at
+            or (prepared.firewall is not firewall and prepared.firewall != firewall)):
         raise ValueError("prepared: made for another request, time or firewall policy")
     if prepared is None:
         body = request_body(request)

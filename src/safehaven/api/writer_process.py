@@ -1,0 +1,291 @@
+"""The writer process: every write of ``serve --workers N`` on SQLite, in one process.
+
+Why a process: SQLite takes one writer at a time, so the time a write holds the lock caps
+the whole server's writes per second.  With a group-commit writer *thread* in each worker
+(``api/writer.py``), measured under mixed load, the lock was held about 90 % of the time
+but the holder was on the CPU for under half of it.  The rest it waited for its own
+process's GIL: the sqlite3 module lets go of the GIL around every statement, and taking it
+back from a busy event loop waits for the loop's switch interval (5 ms) each time.  The
+two workers' writers also took turns at a file lock, each with its own smaller batch and
+its own fsync.  Here one process does nothing but write: its GIL is uncontended, and one
+batch (one transaction, one fsync) holds the units of every worker.
+
+The contract does not change: a unit runs inside the writer's transaction and its caller
+is answered only after the commit, so an acknowledged request is durable.  A unit is a
+module-level function ``fn(session, cfg, *args)`` (see ``ApiConfig.write``), sent by
+reference with its arguments over a Unix socket that only this server's processes can
+open (a private directory, and multiprocessing's HMAC challenge with a per-run key).  The
+writer process builds its own ``ApiConfig`` from the same settings as the workers.
+
+If the writer process dies, writes in flight get a 503 (their outcome is unknown until the
+agency resubmits the same ``request_id``, which is idempotent), and ``serve`` starts a new
+writer; workers reconnect on their next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle  # nosec B403 - only between this server's own processes, see module docstring
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection, Listener
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from safehaven.api.errors import ApiError
+
+if TYPE_CHECKING:
+    from safehaven.api.context import ApiConfig
+
+log = logging.getLogger("safehaven.writer")
+T = TypeVar("T")
+#: How long a worker waits at start-up for the writer process (which loads the register).
+CONNECT_TIMEOUT_S = 180.0
+
+
+class WriterUnavailableError(ApiError):
+    """The writer process could not be reached, or went away with the write in flight."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "the store cannot take the write now; if it was a request, "
+                         "resubmit it with the same request_id", [f"(writer): {detail}"],
+                         headers={"Retry-After": "2"})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WriterUnavailableError, (self.problems[0].removeprefix("(writer): "),))
+
+
+class RemoteWriter:
+    """A worker's end: sends units to the writer process and resolves their futures.
+
+    One connection per worker process, shared by every request: sends are serialised by a
+    lock (a send is a few microseconds), answers come back in any order on a receiving
+    thread and are matched by call number.
+    """
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self.address = address
+        self._authkey = authkey
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._pending: dict[int, Future[Any]] = {}
+        self._calls = itertools.count()
+
+    def wait_ready(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Block until the writer process answers (a worker calls this before serving)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._lock:
+                    self._connected()
+                return
+            except WriterUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            conn = self._connected()
+            call = next(self._calls)
+            payload = pickle.dumps((call, fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+            self._pending[call] = future
+            try:
+                conn.send_bytes(payload)
+            except OSError as exc:
+                self._pending.pop(call, None)
+                self._forget(conn)
+                raise WriterUnavailableError(f"send failed: {type(exc).__name__}") from None
+        return future
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, args))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._forget(self._conn)
+
+    def _connected(self) -> Connection:
+        if self._conn is None:
+            try:
+                conn = Client(self.address, family="AF_UNIX", authkey=self._authkey)
+            except (OSError, EOFError, AuthenticationError) as exc:
+                raise WriterUnavailableError(f"not reachable: {type(exc).__name__}") from None
+            self._conn = conn
+            threading.Thread(target=self._receive, args=(conn,), daemon=True,
+                             name="safehaven-writer-client").start()
+        return self._conn
+
+    def _forget(self, conn: Connection) -> None:
+        """Drop a broken connection (caller holds the lock); the next write reconnects."""
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _receive(self, conn: Connection) -> None:
+        while True:
+            try:
+                call, ok, value = _loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                future = self._pending.pop(call, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        with self._lock:
+            self._forget(conn)
+            lost, self._pending = self._pending, {}
+        for future in lost.values():
+            future.set_exception(WriterUnavailableError(
+                "the writer process went away; the outcome of this write is unknown"))
+
+
+def _loads(data: bytes) -> Any:
+    """Unpickle a message from the other end of an authenticated connection: only this
+    server's own processes hold the key and can open the socket (see module docstring)."""
+    return pickle.loads(data)  # noqa: S301  # nosec B301
+
+
+def serve(cfg: ApiConfig, listener: Listener) -> None:
+    """The writer process's loop: one thread per worker connection feeds the one writer."""
+    while True:
+        try:
+            conn = listener.accept()
+        except (OSError, EOFError, AuthenticationError) as exc:  # e.g. the wrong key
+            log.warning("writer: refused a connection (%s)", type(exc).__name__)
+            continue
+        threading.Thread(target=_serve_connection, args=(cfg, conn), daemon=True,
+                         name="safehaven-writer-conn").start()
+
+
+def _serve_connection(cfg: ApiConfig, conn: Connection) -> None:
+    send_lock = threading.Lock()
+
+    def reply(call: int, future: Future[Any]) -> None:
+        error = future.exception()
+        message: tuple[int, bool, Any] = ((call, True, future.result()) if error is None
+                                          else (call, False, error))
+        try:
+            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an answer that cannot cross: a bug, answered as one
+            log.error("writer: unpicklable %s (%s)", "result" if error is None else
+                      type(error).__name__, type(exc).__name__)
+            payload = pickle.dumps((call, False, RuntimeError("writer: unpicklable answer")))
+        # OSError: the worker went away, and its request with it: nobody to answer.
+        with send_lock, contextlib.suppress(OSError):
+            conn.send_bytes(payload)
+
+    while True:
+        try:
+            call, fn, args = _loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        future = cfg.writer.submit(_bound(fn, cfg, args))
+        future.add_done_callback(functools.partial(_reply_to, reply, call))
+
+
+def _reply_to(reply: Callable[[int, Future[Any]], None], call: int,
+              future: Future[Any]) -> None:
+    reply(call, future)
+
+
+def _bound(fn: Callable[..., Any], cfg: ApiConfig, args: tuple[Any, ...]) -> Callable[[Any], Any]:
+    return lambda session: fn(session, cfg, *args)
+
+
+class WriterProcess:
+    """``serve``'s handle on the writer process: starts it, starts a new one if it dies,
+    stops it after the workers have stopped."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        # A private directory (mode 0700) for the socket; a short path, as Unix socket
+        # paths are limited to about a hundred bytes.
+        self._dir = tempfile.mkdtemp(prefix="safehaven-writer-")
+        self.address = os.path.join(self._dir, "writer.sock")
+        self.key = secrets.token_bytes(32)
+        self._settings = settings
+        self._stopping = threading.Event()
+        self._context = multiprocessing.get_context("spawn")
+        self._proc = self._start()
+        self.restarts = 0
+        threading.Thread(target=self._supervise, name="safehaven-writer-supervisor",
+                         daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        pid: int | None = self._proc.pid
+        return pid
+
+    def _start(self) -> Any:
+        proc = self._context.Process(
+            target=writer_main, args=(self._settings, self.address, self.key.hex()),
+            name="safehaven-writer")
+        proc.start()
+        return proc
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            self._proc.join(timeout=0.5)
+            if self._proc.exitcode is None or self._stopping.is_set():
+                continue
+            log.warning("writer process exited (code %s); starting a new one",
+                        self._proc.exitcode)
+            time.sleep(0.5)  # a writer that cannot start must not spin
+            if not self._stopping.is_set():
+                self._proc = self._start()
+                self.restarts += 1
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def writer_main(settings: dict[str, Any], address: str, authkey_hex: str) -> None:
+    """Entry point of the writer process (started by ``serve --workers N``)."""
+    from safehaven.cli.serve import ORPHAN_GRACE_SECONDS, build_config
+
+    # Ctrl-C reaches the whole process group; the writer stops when ``serve`` tells it to,
+    # after the workers have finished their requests (which may still need it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    supervisor = int(settings["supervisor_pid"])
+
+    def watch() -> None:
+        # Orphaned (``serve`` killed): the workers stop by themselves within the grace
+        # period (``watch_supervisor``), and may write until then.
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="safehaven-supervisor-watch", daemon=True).start()
+    cfg = build_config(settings)
+    if os.path.exists(address):
+        os.unlink(address)
+    listener = Listener(address, family="AF_UNIX", authkey=bytes.fromhex(authkey_hex))
+    os.chmod(address, 0o600)
+    serve(cfg, listener)
