@@ -51,7 +51,7 @@ def make_app(role: str) -> typer.Typer:
         factory = session_factory(open_store(database_url))
         try:
             with transaction(factory) as session:
-                accounts.disable_account(session, username, at=utcnow())
+                accounts.disable_account(session, username, at=utcnow(), role=role)
         except accounts.AccountError as exc:
             fail(str(exc), as_json=as_json)
         if as_json:

@@ -153,12 +153,17 @@ def create_account(
     return row
 
 
-def disable_account(session: Session, username: str, *, at: datetime) -> AccountRow:
+def disable_account(session: Session, username: str, *, at: datetime,
+                    role: str | None = None) -> AccountRow:
+    """Disable an account and end its sessions; with ``role``, only an account of that role
+    (``reviewer disable NAME`` must not disable an overseer of the same name by mistake)."""
     row = session.execute(
         select(AccountRow).where(AccountRow.username == username)
     ).scalar_one_or_none()
     if row is None:
         raise AccountError(f"username: no account {username!r}")
+    if role is not None and row.role != role:
+        raise AccountError(f"username: {username!r} is not a {role}")
     row.disabled_at = row.disabled_at or at
     session.execute(delete(WebSessionRow).where(WebSessionRow.account_id == row.id))
     return row
