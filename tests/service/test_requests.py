@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -391,11 +392,25 @@ def test_capped_agreements_are_decided_inside_the_transaction(factory, agreement
 
 def test_prepared_for_another_request_is_refused(factory, agreements):
     prepared = svc.prepare(req(POLICE), agreements, received_at=AT, firewall_on=True)
+    other = req({**POLICE, "request_id": "met-other"})
     with transaction(factory) as s, pytest.raises(ValueError, match="prepared"):
-        svc.submit(s, req(POLICE), agreements, received_at=AT, prepared=prepared)
+        svc.submit(s, other, agreements, received_at=AT, prepared=prepared)
     with transaction(factory) as s, pytest.raises(ValueError, match="prepared"):
         svc.submit(s, prepared.request, agreements, received_at=AT + timedelta(seconds=1),
                    prepared=prepared)
+    with transaction(factory) as s:  # nothing was written by either
+        assert s.execute(select(func.count()).select_from(RequestRow)).scalar_one() == 0
+
+
+def test_prepared_work_that_crossed_to_the_writer_process_is_used(factory, agreements):
+    """Under ``serve --workers N`` the request and its prepared work reach the writer
+    process as copies: equal, not identical. They are the same request and are used."""
+    prepared = svc.prepare(req(POLICE), agreements, received_at=AT, firewall_on=True)
+    copy = pickle.loads(pickle.dumps(prepared))
+    assert copy.request is not prepared.request and copy.firewall is not prepared.firewall
+    with transaction(factory) as s:
+        done = svc.submit(s, req(POLICE), agreements, received_at=AT, prepared=copy)
+    assert done.created and done.outcome == prepared.decision.outcome == "needs_review"
 
 
 def test_writers_lock_ledger_before_cap_counter(factory, agreements):
