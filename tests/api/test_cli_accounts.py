@@ -47,6 +47,8 @@ def test_reviewer_accounts(database_url: str) -> None:
     assert runner.invoke(app, ["oversight", "add", "otto", *db], env=env).exit_code == 0
     wrong = runner.invoke(app, ["reviewer", "disable", "otto", *db])
     assert wrong.exit_code == 2 and "username: 'otto' is not a reviewer" in wrong.output
+    wrong = runner.invoke(app, ["reviewer", "unlock", "otto", *db])
+    assert wrong.exit_code == 2 and "username: 'otto' is not a reviewer" in wrong.output
     overseers = json.loads(runner.invoke(app, ["oversight", "list", "--json", *db]).stdout)
     assert [(o["username"], o["disabled"]) for o in overseers] == [("otto", False)]
     assert runner.invoke(app, ["reviewer", "disable", "alice", *db]).exit_code == 0

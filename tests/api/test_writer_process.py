@@ -41,14 +41,19 @@ class Rig:
     cfg: ApiConfig  # this process's, for preparing requests as a worker does
 
 
-@pytest.fixture
-def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Engine, WriterProcess]:
+    """A migrated store and a writer process on it, started as ``serve`` starts one."""
     monkeypatch.setenv("SAFEHAVEN_HOME", str(tmp_path))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     engine = open_store(url)
-    process = WriterProcess({"database_url": url, "agreements_dir": None, "register": None,
-                             "print_codes": False, "secure_cookies": False,
-                             "supervisor_pid": os.getpid()})
+    return engine, WriterProcess({"database_url": url, "agreements_dir": None,
+                                  "register": None, "print_codes": False,
+                                  "secure_cookies": False, "supervisor_pid": os.getpid()})
+
+
+@pytest.fixture
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    engine, process = _start(tmp_path, monkeypatch)
     remote = RemoteWriter(process.address, process.key)
     try:
         remote.wait_ready(timeout=120)
@@ -155,12 +160,8 @@ def test_api_errors_survive_pickling() -> None:
 
 
 def test_stopping_removes_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SAFEHAVEN_HOME", str(tmp_path))
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    open_store(url).dispose()
-    process = WriterProcess({"database_url": url, "agreements_dir": None, "register": None,
-                             "print_codes": False, "secure_cookies": False,
-                             "supervisor_pid": os.getpid()})
+    engine, process = _start(tmp_path, monkeypatch)
+    engine.dispose()
     remote = RemoteWriter(process.address, process.key)
     remote.wait_ready(timeout=120)
     remote.close()

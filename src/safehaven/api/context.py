@@ -69,7 +69,12 @@ class ApiConfig:
         """
         if self.remote_writer is not None:
             return await self.remote_writer.call(fn, *args)
-        return await self.writer.run_async(lambda session: fn(session, self, *args))
+        return await self.writer.run_async(self.unit(fn, args))
+
+    def unit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Callable[[Session], T]:
+        """``fn`` and its arguments as a unit of this process's writer (here, or in the
+        writer process for a unit a worker sent)."""
+        return lambda session: fn(session, self, *args)
 
 
 async def config(request: Request) -> ApiConfig:

@@ -54,10 +54,7 @@ class GroupCommitter:
 
     def run(self, unit: Callable[[Session], T]) -> T:
         """Run ``unit`` in the writer's transaction; return once it is committed."""
-        self._ensure_thread()
-        future: Future[T] = Future()
-        self._queue.put((unit, future))
-        return future.result()
+        return self.submit(unit).result()
 
     def submit(self, unit: Callable[[Session], T]) -> Future[T]:
         """Queue ``unit``; its future resolves after the commit (the writer process's way
@@ -70,10 +67,7 @@ class GroupCommitter:
     async def run_async(self, unit: Callable[[Session], T]) -> T:
         """:meth:`run` for the event loop: the writer wakes the awaiting request directly,
         without parking a thread-pool thread on the result for the length of the commit."""
-        self._ensure_thread()
-        future: Future[T] = Future()
-        self._queue.put((unit, future))
-        return await asyncio.wrap_future(future)
+        return await asyncio.wrap_future(self.submit(unit))
 
     def _ensure_thread(self) -> None:
         if self._thread is not None:

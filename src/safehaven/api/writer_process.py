@@ -199,17 +199,8 @@ def _serve_connection(cfg: ApiConfig, conn: Connection) -> None:
             call, fn, args = _loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        future = cfg.writer.submit(_bound(fn, cfg, args))
-        future.add_done_callback(functools.partial(_reply_to, reply, call))
-
-
-def _reply_to(reply: Callable[[int, Future[Any]], None], call: int,
-              future: Future[Any]) -> None:
-    reply(call, future)
-
-
-def _bound(fn: Callable[..., Any], cfg: ApiConfig, args: tuple[Any, ...]) -> Callable[[Any], Any]:
-    return lambda session: fn(session, cfg, *args)
+        future = cfg.writer.submit(cfg.unit(fn, args))
+        future.add_done_callback(functools.partial(reply, call))
 
 
 class WriterProcess:
@@ -267,22 +258,13 @@ class WriterProcess:
 
 def writer_main(settings: dict[str, Any], address: str, authkey_hex: str) -> None:
     """Entry point of the writer process (started by ``serve --workers N``)."""
-    from safehaven.cli.serve import ORPHAN_GRACE_SECONDS, build_config
+    from safehaven.cli.serve import build_config, watch_supervisor
 
     # Ctrl-C reaches the whole process group; the writer stops when ``serve`` tells it to,
-    # after the workers have finished their requests (which may still need it).
+    # after the workers have finished their requests (which may still need it).  Orphaned
+    # (``serve`` killed), it outlasts the workers' grace period, as they may write until then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    supervisor = int(settings["supervisor_pid"])
-
-    def watch() -> None:
-        # Orphaned (``serve`` killed): the workers stop by themselves within the grace
-        # period (``watch_supervisor``), and may write until then.
-        while os.getppid() == supervisor:
-            time.sleep(1.0)
-        time.sleep(ORPHAN_GRACE_SECONDS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="safehaven-supervisor-watch", daemon=True).start()
+    watch_supervisor(int(settings["supervisor_pid"]), stop_at_once=False)
     cfg = build_config(settings)
     if os.path.exists(address):
         os.unlink(address)

@@ -121,7 +121,8 @@ SETTINGS_ENV = "SAFEHAVEN_SERVE_SETTINGS"
 ORPHAN_GRACE_SECONDS = 10.0
 
 
-def watch_supervisor(supervisor: int, *, every: float = 1.0) -> threading.Thread:
+def watch_supervisor(supervisor: int, *, every: float = 1.0,
+                     stop_at_once: bool = True) -> threading.Thread:
     """Shut this worker down if the ``serve --workers`` process that started it dies.
 
     Why: uvicorn's supervisor restarts and stops its workers, but if it is killed (OOM
@@ -131,11 +132,14 @@ def watch_supervisor(supervisor: int, *, every: float = 1.0) -> threading.Thread
     A worker that sees its parent change stops like on ``SIGTERM`` (finishing requests in
     flight; every acknowledged request is already committed) and exits after a grace
     period if it has not.  A worker started after its supervisor died stops at once.
+    ``stop_at_once=False`` (the writer process) skips the ``SIGTERM`` and only exits after
+    the grace period: the workers may still be writing until then.
     """
     def watch() -> None:
         while os.getppid() == supervisor:
             time.sleep(every)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if stop_at_once:
+            os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(ORPHAN_GRACE_SECONDS)
         os._exit(1)
 

@@ -153,10 +153,7 @@ def create_account(
     return row
 
 
-def disable_account(session: Session, username: str, *, at: datetime,
-                    role: str | None = None) -> AccountRow:
-    """Disable an account and end its sessions; with ``role``, only an account of that role
-    (``reviewer disable NAME`` must not disable an overseer of the same name by mistake)."""
+def _account_of_role(session: Session, username: str, role: str | None) -> AccountRow:
     row = session.execute(
         select(AccountRow).where(AccountRow.username == username)
     ).scalar_one_or_none()
@@ -164,6 +161,14 @@ def disable_account(session: Session, username: str, *, at: datetime,
         raise AccountError(f"username: no account {username!r}")
     if role is not None and row.role != role:
         raise AccountError(f"username: {username!r} is not a {role}")
+    return row
+
+
+def disable_account(session: Session, username: str, *, at: datetime,
+                    role: str | None = None) -> AccountRow:
+    """Disable an account and end its sessions; with ``role``, only an account of that role
+    (``reviewer disable NAME`` must not disable an overseer of the same name by mistake)."""
+    row = _account_of_role(session, username, role)
     row.disabled_at = row.disabled_at or at
     session.execute(delete(WebSessionRow).where(WebSessionRow.account_id == row.id))
     return row
@@ -325,14 +330,12 @@ def locked_addresses(session: Session, account_id: int, *, at: datetime) -> int:
         LoginFailureRow.account_id == account_id, LoginFailureRow.locked_until > at)).all())
 
 
-def unlock_account(session: Session, username: str, *, actor: str, at: datetime) -> AccountRow:
+def unlock_account(session: Session, username: str, *, actor: str, at: datetime,
+                   role: str | None = None) -> AccountRow:
     """An administrator lifts every lockout of an account, account-wide and per address
-    (after checking with the person); on the ledger."""
-    row = session.execute(
-        select(AccountRow).where(AccountRow.username == username)
-    ).scalar_one_or_none()
-    if row is None:
-        raise AccountError(f"username: no account {username!r}")
+    (after checking with the person); on the ledger.  ``role`` as in
+    :func:`disable_account`."""
+    row = _account_of_role(session, username, role)
     row.failed_logins = 0
     row.locked_until = None
     session.execute(delete(LoginFailureRow).where(LoginFailureRow.account_id == row.id))
