@@ -45,7 +45,13 @@ from safehaven.ledger import heads, keys
 from safehaven.ledger.verify import verify_log
 from safehaven.service import accounts
 from safehaven.store.db import open_store, session_factory, transaction
-from safehaven.store.models import DisclosureRow, RequestRow, ReviewRow, TransitionRow
+from safehaven.store.models import (
+    DisclosureRow,
+    LedgerEntryRow,
+    RequestRow,
+    ReviewRow,
+    TransitionRow,
+)
 
 PASSWORD = "correct horse battery staple"
 AGENCY = "metropolitan-police"
@@ -437,6 +443,17 @@ def _check_rows(s: Session, acks: Acks | None) -> list[str]:
         if state != row.state:
             problems.append(f"request {row.public_id}: state {row.state} but transitions "
                             f"end in {state}")
+    # Every transition has its ledger entry: a step written without one (or the reverse)
+    # is a lifecycle the tamper-evident log does not show.
+    logged = Counter(
+        json.loads(e)["event"].get("request") for e in s.execute(
+            select(LedgerEntryRow.event).where(
+                LedgerEntryRow.event.contains('"type":"request.transition"'))).scalars())
+    for rid, row in rows.items():
+        if logged.get(row.public_id, 0) != len(chains.get(rid, [])):
+            problems.append(f"request {row.public_id}: {len(chains.get(rid, []))} transitions "
+                            f"but {logged.get(row.public_id, 0)} ledger entries")
+            break
     # No disclosure twice, and none without the lifecycle saying so.
     per_request = Counter(s.execute(select(DisclosureRow.request_id)).scalars())
     twice = [rid for rid, n in per_request.items() if n > 1]

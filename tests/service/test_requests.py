@@ -490,3 +490,29 @@ def test_deferred_steps_write_nothing_when_the_transaction_fails(factory, agreem
     with transaction(factory) as s:
         assert s.execute(select(func.count()).select_from(RequestRow)).scalar_one() == 0
         assert s.execute(select(func.count()).select_from(TransitionRow)).scalar_one() == 0
+
+
+def test_a_replay_in_a_deferred_batch_keeps_the_earlier_units_steps(factory, agreements):
+    """A resubmitted key answers with the stored result and queues nothing of its own; the
+    steps the batch's earlier submits queued must still be written (a replay once dropped
+    them all, committing requests with no transition or ledger entry)."""
+    from safehaven.ledger import log as ledger_log
+
+    submit(factory, agreements, body(POLICE, request_id="r-old"))
+    with transaction(factory) as s:
+        start = ledger_log.size(s)
+        steps_before = s.execute(select(func.count()).select_from(TransitionRow)).scalar_one()
+    with transaction(factory) as s, svc.deferred_steps(s):
+        new = svc.submit(s, req(body(POLICE, request_id="r-new")), agreements, received_at=AT)
+        again = svc.submit(s, req(body(POLICE, request_id="r-old")), agreements,
+                           received_at=AT)
+        assert not again.created
+    with transaction(factory) as s:
+        row = s.execute(select(RequestRow).where(RequestRow.public_id == new.public_id)
+                        ).scalar_one()
+        steps = s.execute(select(TransitionRow).where(TransitionRow.request_id == row.id)
+                          ).scalars().all()
+        assert [t.to_state for t in steps][-1] == row.state
+        assert s.execute(select(func.count()).select_from(TransitionRow)).scalar_one() == \
+            steps_before + len(steps)
+        assert ledger_log.size(s) == start + len(steps)

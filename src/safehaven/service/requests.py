@@ -146,6 +146,26 @@ def _record(
 _STEPS = "safehaven.pending_steps"
 
 
+def _queued_steps(session: Session) -> int:
+    """How many steps wait in ``session``'s queue (a mark for :func:`_drop_steps_after`)."""
+    pending = session.info.get(_STEPS)
+    return len(pending[0]) if pending else 0
+
+
+def _drop_steps_after(session: Session, mark: int) -> None:
+    """Forget the steps queued since ``mark``, and only those.
+
+    Why not the whole queue: inside :func:`deferred_steps` it also holds the steps of the
+    batch's earlier use cases, whose rows are written; dropping them committed requests
+    with no transition, ledger entry or statistics count (a resubmitted key in the same
+    writer batch as a new request did exactly that).
+    """
+    pending = session.info.get(_STEPS)
+    if pending:
+        del pending[0][mark:]
+        del pending[1][mark:]
+
+
 def _write_steps(session: Session) -> None:
     """Write queued transitions, their ledger entries and the report rollup's increments.
 
@@ -350,6 +370,7 @@ def submit(
         state=State.RECEIVED.value,
         updated_at=received_at,
     )
+    queued = _queued_steps(session)
     _record(session, row, None, request.requester, received_at, {
         "requester": request.requester, "agreement": request.agreement,
         "purpose": request.purpose, "made_on": request.made_on.isoformat(),
@@ -360,7 +381,7 @@ def submit(
     if new_id is None:
         # The key was used before (on PostgreSQL possibly by a concurrent submit that
         # committed first): answer with the stored result, or the conflict.
-        session.info.pop(_STEPS, None)  # the steps of the row that was not written
+        _drop_steps_after(session, queued)  # the steps of the row that was not written
         earlier = _replay(session, request, body_sha)
         if earlier is None:  # pragma: no cover - the conflict names a stored row
             raise RuntimeError("request_id: conflict reported but no stored request found")
