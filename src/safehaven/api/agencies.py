@@ -19,22 +19,25 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, joinedload
+from sqlalchemy.orm import Session
 
 from safehaven.api import auth
 from safehaven.api.body import read_json_object, read_limited, require_type, tracing_request
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError, errors, not_found, unprocessable
 from safehaven.api.responses import FastJSONResponse
-from safehaven.api.views import agency_view, agency_views
+from safehaven.api.views import (
+    agency_page_query,
+    agency_request_query,
+    agency_view_of,
+    agency_views,
+)
 from safehaven.domain.request import RequestFormatError, TracingRequest, parse_request_obj
 from safehaven.service import requests as svc
 from safehaven.service import subjects, tracing
 from safehaven.service.accounts import AgencyPrincipal
 from safehaven.service.settings import firewall_guess
 from safehaven.store.db import transaction
-from safehaven.store.models import RequestRow
 
 router = APIRouter(prefix="/v1", tags=["agencies"])
 Cfg = Annotated[ApiConfig, Depends(config)]
@@ -207,14 +210,11 @@ async def status_check(
 def get_request(request_id: str, cfg: Cfg, creds: auth.Creds) -> FastJSONResponse:
     with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
-        # One query for the request and its decision; the body is never shown here.
-        row = session.execute(
-            select(RequestRow).where(RequestRow.public_id == request_id)
-            .options(defer(RequestRow.body), joinedload(RequestRow.decision))
-        ).scalar_one_or_none()
+        # One query for the request, its decision, match and disclosure (``api/views.py``).
+        row = session.execute(agency_request_query(request_id)).first()
         if row is None or row.requester != principal.agency:
             raise not_found()
-        return FastJSONResponse(agency_view(session, row))
+        return FastJSONResponse(agency_view_of(row))
 
 
 @router.get("/requests", response_model=RequestList, responses=errors(),
@@ -227,10 +227,8 @@ def list_requests(
 ) -> FastJSONResponse:
     with transaction(cfg.reader) as session:
         principal = auth.agency(session, cfg, creds)
-        # The agency's view never shows the stored body: not loaded (nor JSON-decoded).
-        query = svc.agency_requests(principal.agency, state=state, limit=limit)
-        rows = list(session.execute(query.options(defer(RequestRow.body))).scalars())
-        return FastJSONResponse({"requests": agency_views(session, rows)})
+        query = agency_page_query(principal.agency, state=state, limit=limit)
+        return FastJSONResponse({"requests": agency_views(session, query)})
 
 
 # --- bulk ------------------------------------------------------------------------------

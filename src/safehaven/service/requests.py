@@ -146,13 +146,14 @@ def _record(
 _STEPS = "safehaven.pending_steps"
 
 
-def _queued_steps(session: Session) -> int:
-    """How many steps wait in ``session``'s queue (a mark for :func:`_drop_steps_after`)."""
+def queued_steps(session: Session) -> int:
+    """How many steps wait in ``session``'s queue (a mark for :func:`drop_steps_after`; the
+    group-commit writer also reads it to tell whether a failed unit left any behind)."""
     pending = session.info.get(_STEPS)
     return len(pending[0]) if pending else 0
 
 
-def _drop_steps_after(session: Session, mark: int) -> None:
+def drop_steps_after(session: Session, mark: int) -> None:
     """Forget the steps queued since ``mark``, and only those.
 
     Why not the whole queue: inside :func:`deferred_steps` it also holds the steps of the
@@ -370,7 +371,7 @@ def submit(
         state=State.RECEIVED.value,
         updated_at=received_at,
     )
-    queued = _queued_steps(session)
+    queued = queued_steps(session)
     _record(session, row, None, request.requester, received_at, {
         "requester": request.requester, "agreement": request.agreement,
         "purpose": request.purpose, "made_on": request.made_on.isoformat(),
@@ -381,7 +382,7 @@ def submit(
     if new_id is None:
         # The key was used before (on PostgreSQL possibly by a concurrent submit that
         # committed first): answer with the stored result, or the conflict.
-        _drop_steps_after(session, queued)  # the steps of the row that was not written
+        drop_steps_after(session, queued)  # the steps of the row that was not written
         earlier = _replay(session, request, body_sha)
         if earlier is None:  # pragma: no cover - the conflict names a stored row
             raise RuntimeError("request_id: conflict reported but no stored request found")
@@ -393,7 +394,7 @@ def submit(
     _write_steps(session)
     return SubmitResult(public_id=row.public_id, state=row.state,
                         outcome=decision.outcome.value,
-                        decision=_decision_view(decision_values),
+                        decision=decision_view(decision_values),
                         created=True, row_id=row.id)
 
 
@@ -484,15 +485,10 @@ def _store_decision(
 
 
 def _decision_dict(row: DecisionRow) -> dict[str, Any]:
-    return _decision_view({key: getattr(row, key) for key in _DECISION_VIEW_COLUMNS})
+    return decision_view({key: getattr(row, key) for key in DECISION_VIEW_COLUMNS})
 
 
-_DECISION_VIEW_COLUMNS = ("outcome", "rules", "agreement_id", "agreement_version",
-                          "agreement_sha256", "firewall_on", "reviewers_required",
-                          "permitted_fields")
-
-
-def _decision_view(values: Mapping[str, Any]) -> dict[str, Any]:
+def decision_view(values: Mapping[str, Any]) -> dict[str, Any]:
     """A decision as the API shows it, from its column values (a stored row's, or those
     of the row a submit has just inserted, without building a mapped object for it)."""
     rules = values["rules"]
@@ -843,6 +839,13 @@ def cap_used(session: Session, agreement_id: str, month: str) -> int:
 def request_summary(row: RequestRow) -> dict[str, Any]:
     """Who asked, under what, when, where it stands, and the engine's decision: the part of
     a request every audience (agency, reviewer, auditor) sees the same way."""
+    return summary_of(row, _decision_dict(row.decision) if row.decision else None)
+
+
+def summary_of(row: Any, decision: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`request_summary` from anything with a request's column attributes: a mapped
+    row, or a Core result row of the same names (``api.views`` reads an agency's page
+    that way, without building mapped objects)."""
     return {
         "id": row.public_id,
         "request_id": row.request_key,
@@ -852,8 +855,14 @@ def request_summary(row: RequestRow) -> dict[str, Any]:
         "made_on": row.made_on.isoformat(),
         "received_at": as_utc(row.received_at).isoformat(),
         "state": row.state,
-        "decision": _decision_dict(row.decision) if row.decision else None,
+        "decision": decision,
     }
+
+
+#: The decision columns :func:`decision_view` reads, in a stored row or a mapping.
+DECISION_VIEW_COLUMNS = ("outcome", "rules", "agreement_id", "agreement_version",
+                         "agreement_sha256", "firewall_on", "reviewers_required",
+                         "permitted_fields")
 
 
 def request_view(session: Session, row: RequestRow) -> dict[str, Any]:

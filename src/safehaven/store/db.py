@@ -119,6 +119,20 @@ def open_store(database_url: str | None = None, *, migrate: bool = True) -> Engi
     return engine
 
 
+def rows_changed(session: Session) -> int | None:
+    """Rows inserted, updated or deleted so far on the session's connection, whatever issued
+    the statement (ORM, Core or a raw driver cursor); ``None`` where the driver cannot say.
+
+    Why: the group-commit writer (``api/writer.py``) asks it before and after a unit of
+    work that failed, to know whether the unit wrote anything that would have to be rolled
+    back.  SQLite counts every changed row (``sqlite3_total_changes``); psycopg has no such
+    counter, so on PostgreSQL the answer is "unknown" and the writer stays on the safe path.
+    """
+    dbapi = session.connection().connection.dbapi_connection
+    changes = getattr(dbapi, "total_changes", None)
+    return changes if isinstance(changes, int) else None
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
