@@ -196,7 +196,7 @@ def test_no_secret_or_personal_data_in_logs(sec: SecWorld, caplog: pytest.LogCap
     def boom(*_: Any, **__: Any) -> Any:
         raise RuntimeError(f"internal failure mentioning {sec.token} and Logsecretname")
 
-    monkeypatch.setattr("safehaven.api.agencies.agency_views", boom)
+    monkeypatch.setattr("safehaven.api.agencies.agency_page", boom)
     # Through the ASGI interface itself: an exception escaping the app is what uvicorn
     # would log with its traceback (and its message).  It must not escape.
     async def call() -> httpx.Response:

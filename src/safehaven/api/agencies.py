@@ -26,18 +26,13 @@ from safehaven.api.body import read_json_object, read_limited, require_type, tra
 from safehaven.api.context import ApiConfig, config
 from safehaven.api.errors import ApiError, errors, not_found, unprocessable
 from safehaven.api.responses import FastJSONResponse
-from safehaven.api.views import (
-    agency_page_query,
-    agency_request_query,
-    agency_view_of,
-    agency_views,
-)
+from safehaven.api.views import agency_page, agency_request, agency_view_of
 from safehaven.domain.request import RequestFormatError, TracingRequest, parse_request_obj
 from safehaven.service import requests as svc
 from safehaven.service import subjects, tracing
 from safehaven.service.accounts import AgencyPrincipal
 from safehaven.service.settings import firewall_guess
-from safehaven.store.db import transaction
+from safehaven.store.db import read_connection, transaction
 
 router = APIRouter(prefix="/v1", tags=["agencies"])
 Cfg = Annotated[ApiConfig, Depends(config)]
@@ -208,10 +203,10 @@ async def status_check(
 @router.get("/requests/{request_id}", response_model=AgencyRequestView, responses=errors(),
             summary="Poll one of your requests")
 def get_request(request_id: str, cfg: Cfg, creds: auth.Creds) -> FastJSONResponse:
-    with transaction(cfg.reader) as session:
-        principal = auth.agency(session, cfg, creds)
+    with read_connection(cfg.reader) as conn:
+        principal = auth.agency(conn, cfg, creds)
         # One query for the request, its decision, match and disclosure (``api/views.py``).
-        row = session.execute(agency_request_query(request_id)).first()
+        row = agency_request(conn, request_id)
         if row is None or row.requester != principal.agency:
             raise not_found()
         return FastJSONResponse(agency_view_of(row))
@@ -225,10 +220,10 @@ def list_requests(
     state: Annotated[str | None, Query(max_length=20, pattern=r"^[a-z_]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> FastJSONResponse:
-    with transaction(cfg.reader) as session:
-        principal = auth.agency(session, cfg, creds)
-        query = agency_page_query(principal.agency, state=state, limit=limit)
-        return FastJSONResponse({"requests": agency_views(session, query)})
+    with read_connection(cfg.reader) as conn:
+        principal = auth.agency(conn, cfg, creds)
+        page = agency_page(conn, principal.agency, state=state, limit=limit)
+        return FastJSONResponse({"requests": page})
 
 
 # --- bulk ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from safehaven.api.context import ApiConfig
@@ -54,7 +55,7 @@ async def credentials(
 Creds = Annotated[Credentials, Depends(credentials)]
 
 
-def agency(session: Session, cfg: ApiConfig, creds: Credentials) -> AgencyPrincipal:
+def agency(session: Session | Connection, cfg: ApiConfig, creds: Credentials) -> AgencyPrincipal:
     if creds.bearer:
         principal = accounts.authenticate_agency(session, creds.bearer)
         if principal is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Connection, Integer, Row, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from safehaven.service import requests as svc
@@ -54,17 +54,45 @@ _AGENCY_FROM = (
 )
 
 
-def agency_request_query(public_id: str) -> Select[Any]:
-    """One request, as :func:`agency_view_of` needs it (the caller checks the requester)."""
-    return select(*_AGENCY_COLUMNS).select_from(_AGENCY_FROM).where(
-        RequestRow.public_id == public_id)
+#: One request by public id (the caller checks that it is the agency's own).
+_AGENCY_ONE = select(*_AGENCY_COLUMNS).select_from(_AGENCY_FROM).where(
+    RequestRow.public_id == bindparam("public_id"))
+
+
+def _agency_page(*, in_state: bool) -> Select[Any]:
+    """One agency's requests, newest first.
+
+    ``ix_requests_requester_id`` (0009) walks the agency's rows backwards and stops after
+    ``limit``; without it every call read and sorted all of the agency's requests, a cost
+    that grew with each request it had ever made (tests/store/test_query_plans.py).
+    """
+    query = (select(*_AGENCY_COLUMNS).select_from(_AGENCY_FROM)
+             .where(RequestRow.requester == bindparam("requester"))
+             .order_by(RequestRow.id.desc()).limit(bindparam("limit", type_=Integer)))
+    return query.where(RequestRow.state == bindparam("state")) if in_state else query
+
+
+# Built once: a statement's cache key is computed on first use and kept, and building and
+# keying this one per call cost as much as running it.
+_AGENCY_PAGE = {False: _agency_page(in_state=False), True: _agency_page(in_state=True)}
 
 
 def agency_page_query(requester: str, *, state: str | None, limit: int) -> Select[Any]:
-    """An agency's page, newest first: ``service.requests.agency_requests`` (its filter,
-    order and limit, hence its index) with the view's columns."""
-    return (svc.agency_requests(requester, state=state, limit=limit)
-            .with_only_columns(*_AGENCY_COLUMNS).select_from(_AGENCY_FROM))
+    """The statement and values :func:`agency_page` runs (for query-plan tests)."""
+    return _AGENCY_PAGE[bool(state)].params(requester=requester, state=state, limit=limit)
+
+
+def agency_request(db: Connection | Session, public_id: str) -> Row[Any] | None:
+    """One request's agency-view row (:func:`agency_view_of`), or ``None``."""
+    return db.execute(_AGENCY_ONE, {"public_id": public_id}).first()
+
+
+def agency_page(db: Connection | Session, requester: str, *, state: str | None,
+                limit: int) -> list[dict[str, Any]]:
+    """An agency's page of :func:`agency_view_of`, in one query."""
+    rows = db.execute(_AGENCY_PAGE[bool(state)],
+                      {"requester": requester, "state": state, "limit": limit})
+    return [agency_view_of(row) for row in rows]
 
 
 def agency_view_of(row: Row[Any]) -> dict[str, Any]:
@@ -87,11 +115,6 @@ def agency_view_of(row: Row[Any]) -> dict[str, Any]:
         "match": {"status": row.match_status} if row.match_status is not None else None,
         "disclosure": disclosure,
     }
-
-
-def agency_views(session: Session, query: Select[Any]) -> list[dict[str, Any]]:
-    """:func:`agency_view_of` for every row of an agency view query, in that one query."""
-    return [agency_view_of(row) for row in session.execute(query)]
 
 
 def reviewer_view(session: Session, row: RequestRow) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from safehaven.domain.decision import AgreementSet
@@ -114,13 +114,19 @@ _TOKEN_LOOKUP = select(AgencyTokenRow.agency, AgencyTokenRow.agreements, AgencyT
     AgencyTokenRow.token_sha256 == bindparam("digest"), AgencyTokenRow.revoked_at.is_(None))
 
 
-def authenticate_agency(session: Session, token: str) -> AgencyPrincipal | None:
+def _connection(db: Session | Connection) -> Connection:
+    return db if isinstance(db, Connection) else db.connection()
+
+
+def authenticate_agency(db: Session | Connection, token: str) -> AgencyPrincipal | None:
+    """The agency a token belongs to, if it is live.  ``db`` may be a plain connection: the
+    agency's polls read without a Session at all (``api/agencies.py``)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     # Columns from a statement built once, on the session's connection (Core: no ORM
     # execution or autoflush): this runs on every agency call and reads only credentials,
     # never rows of the caller's own transaction.
-    row = session.connection().execute(_TOKEN_LOOKUP, {"digest": digest(token)}).first()
+    row = _connection(db).execute(_TOKEN_LOOKUP, {"digest": digest(token)}).first()
     if row is None:
         return None
     return AgencyPrincipal(row.agency, frozenset(row.agreements), row.id)
@@ -392,7 +398,7 @@ _SESSION_LOOKUP = (
 )
 
 
-def load_session(session: Session, token: str, *, at: datetime) -> WebSession | None:
+def load_session(db: Session | Connection, token: str, *, at: datetime) -> WebSession | None:
     """The live session for a cookie, with its account checked (not disabled, same role).
 
     One Core query for session and account: every reviewer, overseer and subject call
@@ -400,7 +406,7 @@ def load_session(session: Session, token: str, *, at: datetime) -> WebSession | 
     """
     if not token or len(token) > 200:
         return None
-    row = session.connection().execute(_SESSION_LOOKUP, {"digest": digest(token)}).first()
+    row = _connection(db).execute(_SESSION_LOOKUP, {"digest": digest(token)}).first()
     if row is None or as_utc(row.expires_at) <= at:
         return None
     if row.account_id is not None and (

@@ -941,21 +941,6 @@ def review_queue(limit: int) -> Select[RequestRow]:
             .order_by(RequestRow.received_at, RequestRow.id).limit(limit))
 
 
-def agency_requests(requester: str, *, state: str | None,
-                    limit: int) -> Select[RequestRow]:
-    """One agency's requests, newest first.
-
-    ``ix_requests_requester_id`` (0009) walks the agency's rows backwards and stops after
-    ``limit``; without it every call read and sorted all of the agency's requests, a cost
-    that grew with each request it had ever made.
-    """
-    query = (select(RequestRow).where(RequestRow.requester == requester)
-             .order_by(RequestRow.id.desc()).limit(limit))
-    if state:
-        query = query.where(RequestRow.state == state)
-    return query
-
-
 def list_requests(session: Session, *, state: str | None, limit: int) -> list[dict[str, Any]]:
     query = select(RequestRow).order_by(RequestRow.id.desc()).limit(limit)
     if state:

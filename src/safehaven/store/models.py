@@ -62,7 +62,7 @@ class RequestRow(Base):
         Index("ix_requests_agreement_received", "agreement_id", "received_at"),
         Index("ix_requests_state", "state"),
         # 0009: the review queue and an agency's list read in index order (see
-        # ``service.requests.review_queue`` / ``agency_requests``).
+        # ``service.requests.review_queue`` / ``api.views._agency_page``).
         Index("ix_requests_state_received", "state", "received_at", "id"),
         Index("ix_requests_requester_id", "requester", "id"),
     )
