@@ -191,7 +191,8 @@ def _flush_steps(session: Session) -> None:
     transitions, entries = pending
     # Core executemany: the ORM's bulk insert path costs more than the rows it writes.
     session.connection().execute(
-        insert(_TRANSITIONS), [{"request_id": row.id, **values} for row, values in transitions]
+        _INSERT_TRANSITIONS,
+        [{"request_id": row.id, **values} for row, values in transitions]
     )
     ledger_log.append_many(session, entries)
     rollup.record_steps(session, transitions, entries)
@@ -388,7 +389,7 @@ def submit(
             raise RuntimeError("request_id: conflict reported but no stored request found")
         return earlier
     row.id = new_id
-    session.connection().execute(insert(_DECISIONS), {**decision_values, "request_id": row.id})
+    session.connection().execute(_INSERT_DECISION, {**decision_values, "request_id": row.id})
     if counter is not None and decision.outcome is not Outcome.REFUSED:
         counter.used += 1
     _write_steps(session)
@@ -402,6 +403,10 @@ _REQUESTS = cast(Table, RequestRow.__table__)
 _DECISIONS = cast(Table, DecisionRow.__table__)
 _TRANSITIONS = cast(Table, TransitionRow.__table__)
 _REQUEST_COLUMNS = tuple(c.key for c in _REQUESTS.columns if c.key != "id")
+# Built once: building a statement and computing its cache key on every submit cost more
+# than the driver's work for the row.
+_INSERT_DECISION = insert(_DECISIONS)
+_INSERT_TRANSITIONS = insert(_TRANSITIONS)
 #: INSERT … ON CONFLICT (requester, request_key) DO NOTHING RETURNING id, per dialect: a
 #: used idempotency key returns no row instead of raising, so neither a lookup before nor a
 #: savepoint around the INSERT is needed.  (A NULL key never conflicts.)
