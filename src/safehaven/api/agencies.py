@@ -32,7 +32,7 @@ from safehaven.service import requests as svc
 from safehaven.service import subjects, tracing
 from safehaven.service.accounts import AgencyPrincipal
 from safehaven.service.settings import firewall_guess
-from safehaven.store.db import read_connection, transaction
+from safehaven.store.db import read_connection
 
 router = APIRouter(prefix="/v1", tags=["agencies"])
 Cfg = Annotated[ApiConfig, Depends(config)]
@@ -150,8 +150,8 @@ async def submit_request(request: Request, cfg: Cfg, creds: auth.Creds) -> FastJ
     def before() -> tuple[AgencyPrincipal, TracingRequest, svc.Prepared]:
         # Outside the writer: authenticate (a snapshot read), parse and decide.  A token
         # revoked in the next few milliseconds still covers a request received before.
-        with transaction(cfg.reader) as session:
-            principal = auth.agency(session, cfg, creds)
+        with read_connection(cfg.reader) as conn:
+            principal = auth.agency(conn, cfg, creds)
         req = tracing_request(obj, principal.agency)
         return principal, req, prepare_one(cfg, principal, req)
 
@@ -401,8 +401,8 @@ async def submit_bulk(request: Request, cfg: Cfg, creds: auth.Creds) -> Streamin
     kind = require_type(request, BULK_TYPES)
 
     def authenticate() -> AgencyPrincipal:
-        with transaction(cfg.reader) as session:
-            return auth.agency(session, cfg, creds)
+        with read_connection(cfg.reader) as conn:
+            return auth.agency(conn, cfg, creds)
 
     principal = await run_in_threadpool(authenticate)
     raw = await read_limited(request, cfg.max_bulk_bytes)
