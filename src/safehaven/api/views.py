@@ -20,13 +20,17 @@ def _outcomes(session: Session, rows: Sequence[RequestRow]) -> dict[int, Outcome
     ids = [r.id for r in rows]
     found: dict[int, list[Any]] = {i: [None, None] for i in ids}
     if ids:
-        for m in session.execute(select(MatchRow).where(MatchRow.request_id.in_(ids))).scalars():
+        for m in session.execute(_MATCHES_OF, {"ids": ids}).scalars():
             found[m.request_id][0] = m
-        for d in session.execute(
-            select(DisclosureRow).where(DisclosureRow.request_id.in_(ids))
-        ).scalars():
+        for d in session.execute(_DISCLOSURES_OF, {"ids": ids}).scalars():
             found[d.request_id][1] = d
     return {i: (m, d) for i, (m, d) in found.items()}
+
+
+# Built once, with an expanding parameter for the ids: see ``_AGENCY_PAGE`` below.
+_MATCHES_OF = select(MatchRow).where(MatchRow.request_id.in_(bindparam("ids", expanding=True)))
+_DISCLOSURES_OF = select(DisclosureRow).where(
+    DisclosureRow.request_id.in_(bindparam("ids", expanding=True)))
 
 
 # --- the agency's view ------------------------------------------------------------------

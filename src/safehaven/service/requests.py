@@ -739,14 +739,28 @@ def exemption_history(session: Session, request_ids: Sequence[int]
     """Each request's exemption decisions, oldest first (one query for any number)."""
     found: dict[int, list[dict[str, Any]]] = {i: [] for i in request_ids}
     if request_ids:
-        for r in session.execute(select(ExemptionReviewRow).where(
-                ExemptionReviewRow.request_id.in_(list(request_ids)))
-                .order_by(ExemptionReviewRow.id)).scalars():
+        for r in session.execute(_EXEMPTIONS_OF, {"ids": list(request_ids)}).scalars():
             found[r.request_id].append({
                 "action": r.action, "exemption_id": r.exemption_id, "reason": r.reason,
                 "review_on": r.review_on.isoformat() if r.review_on else None,
                 "by": r.actor, "at": as_utc(r.at).isoformat()})
     return found
+
+
+#: Statements of the reviewer's and auditor's pages, built once with an expanding parameter
+#: for the page's request ids: building and cache-keying them per call cost about as much
+#: as running them.
+_IDS = "ids"
+_EXEMPTIONS_OF = (select(ExemptionReviewRow)
+                  .where(ExemptionReviewRow.request_id.in_(bindparam(_IDS, expanding=True)))
+                  .order_by(ExemptionReviewRow.id))
+_TRANSITIONS_OF = (select(TransitionRow)
+                   .where(TransitionRow.request_id.in_(bindparam(_IDS, expanding=True)))
+                   .order_by(TransitionRow.id))
+_DECISIONS_OF = select(DecisionRow).where(
+    DecisionRow.request_id.in_(bindparam(_IDS, expanding=True)))
+_REVIEWS_OF = (select(ReviewRow).where(ReviewRow.request_id.in_(bindparam(_IDS, expanding=True)))
+               .order_by(ReviewRow.id))
 
 
 def _exemption_row(session: Session, row: RequestRow) -> NotificationRow:
@@ -888,10 +902,7 @@ def request_views(session: Session, rows: Sequence[RequestRow]) -> list[dict[str
     ids = [r.id for r in rows]
     load_related(session, rows)
     steps: dict[int, list[TransitionRow]] = {i: [] for i in ids}
-    for t in session.execute(
-        select(TransitionRow).where(TransitionRow.request_id.in_(ids))
-        .order_by(TransitionRow.id)
-    ).scalars():
+    for t in session.execute(_TRANSITIONS_OF, {_IDS: ids}).scalars():
         steps[t.request_id].append(t)
     return [{
         **request_summary(row),
@@ -920,16 +931,12 @@ def load_related(session: Session, rows: Sequence[RequestRow], *, reviews: bool 
     need_reviews = [r for r in rows if "reviews" in inspect(r).unloaded] if reviews else []
     if len(need_decision) > 1:
         found = {d.request_id: d for d in session.execute(
-            select(DecisionRow).where(DecisionRow.request_id.in_([r.id for r in need_decision]))
-        ).scalars()}
+            _DECISIONS_OF, {_IDS: [r.id for r in need_decision]}).scalars()}
         for r in need_decision:
             set_committed_value(r, "decision", found.get(r.id))
     if len(need_reviews) > 1:
         by_request: dict[int, list[ReviewRow]] = {r.id: [] for r in need_reviews}
-        for review_row in session.execute(
-            select(ReviewRow).where(ReviewRow.request_id.in_(list(by_request)))
-            .order_by(ReviewRow.id)
-        ).scalars():
+        for review_row in session.execute(_REVIEWS_OF, {_IDS: list(by_request)}).scalars():
             by_request[review_row.request_id].append(review_row)
         for r in need_reviews:
             set_committed_value(r, "reviews", by_request[r.id])
