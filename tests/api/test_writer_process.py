@@ -10,6 +10,7 @@ import os
 import pickle
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,13 @@ from safehaven.agreements import load_dir
 from safehaven.api.agencies import Submitted, prepare_one, submit_one
 from safehaven.api.context import ApiConfig
 from safehaven.api.errors import ApiError
-from safehaven.api.writer_process import RemoteWriter, WriterProcess, WriterUnavailableError
+from safehaven.api.writer_process import (
+    RemoteWriter,
+    WriterProcess,
+    WriterUnavailableError,
+    restart_delay,
+    sweep_stale_dirs,
+)
 from safehaven.domain.request import TracingRequest, parse_request_obj
 from safehaven.ledger.verify import verify_log
 from safehaven.service import requests as svc
@@ -169,3 +176,26 @@ def test_stopping_removes_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not Path(process.address).parent.exists()
     with pytest.raises(WriterUnavailableError):
         RemoteWriter(process.address, process.key).wait_ready(timeout=0.5)
+
+
+def test_a_writer_that_keeps_dying_at_start_is_restarted_ever_more_slowly() -> None:
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert restart_delay(7) == 30.0 and restart_delay(10_000) == 30.0  # capped, no overflow
+
+
+def test_only_dead_servers_socket_directories_are_swept(tmp_path: Path) -> None:
+    """``serve`` killed with SIGKILL leaves its socket directory; the next ``serve`` removes
+    it, and nothing else: not a live server's, not a file, not a name without a pid."""
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()  # reaped: its pid names no process (unless reused, then kept: safe)
+    dead = tmp_path / f"safehaven-writer-{dead_pid.pid}-abc"
+    live = tmp_path / f"safehaven-writer-{os.getpid()}-def"
+    for d in (dead, live):
+        d.mkdir()
+        (d / "writer.sock").write_bytes(b"")
+    not_a_dir = tmp_path / f"safehaven-writer-{dead_pid.pid}-file"
+    not_a_dir.write_text("x")
+    no_pid = tmp_path / "safehaven-writer-abc"
+    no_pid.mkdir()
+    assert sweep_stale_dirs(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and not_a_dir.exists() and no_pid.exists()

@@ -203,14 +203,72 @@ def _serve_connection(cfg: ApiConfig, conn: Connection) -> None:
         future.add_done_callback(functools.partial(reply, call))
 
 
+#: Restart delays: 0.5 s after a writer that exits soon after starting, doubling with each
+#: such exit up to 30 s; a writer that ran for a minute counts as having started well.
+RESTART_DELAY_S = 0.5
+RESTART_DELAY_MAX_S = 30.0
+STABLE_AFTER_S = 60.0
+_DIR_PREFIX = "safehaven-writer-"
+
+
+def restart_delay(quick_exits: int) -> float:
+    """How long to wait before starting a writer again after ``quick_exits`` exits in a row,
+    each soon after its start.
+
+    Why back off: a writer that cannot start at all (a database it cannot open, a full
+    disk) would otherwise be started twice a second for as long as ``serve`` runs, each
+    time logging and loading the register; while it is down, writes answer 503 anyway.
+    """
+    return min(RESTART_DELAY_MAX_S, RESTART_DELAY_S * (1 << min(16, max(0, quick_exits - 1))))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale_dirs(root: str | None = None) -> list[str]:
+    """Remove socket directories left by a ``serve`` that was killed (SIGKILL runs no
+    clean-up); returns what was removed.
+
+    Only this user's directories, and only those whose ``serve`` (its pid is in the name)
+    is gone; a reused pid keeps its directory, which is harmless (it is empty apart from a
+    dead socket, and the key was never in it).
+    """
+    removed = []
+    base = root or tempfile.gettempdir()
+    with contextlib.suppress(OSError), os.scandir(base) as entries:
+        for entry in entries:
+            pid_text = entry.name.removeprefix(_DIR_PREFIX).split("-", 1)[0]
+            if not entry.name.startswith(_DIR_PREFIX) or not pid_text.isdigit():
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (entry.is_dir(follow_symlinks=False) and st.st_uid == os.getuid()
+                    and not _alive(int(pid_text))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
+
+
 class WriterProcess:
-    """``serve``'s handle on the writer process: starts it, starts a new one if it dies,
-    stops it after the workers have stopped."""
+    """``serve``'s handle on the writer process: starts it, starts a new one if it dies
+    (backing off if it keeps dying at start-up), stops it after the workers have stopped."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        for path in sweep_stale_dirs():
+            log.info("removed a stale writer socket directory: %s", path)
         # A private directory (mode 0700) for the socket; a short path, as Unix socket
-        # paths are limited to about a hundred bytes.
-        self._dir = tempfile.mkdtemp(prefix="safehaven-writer-")
+        # paths are limited to about a hundred bytes.  ``serve``'s pid is in its name, so
+        # a later ``serve`` can tell a directory whose owner was killed.
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
         self.address = os.path.join(self._dir, "writer.sock")
         self.key = secrets.token_bytes(32)
         self._settings = settings
@@ -231,17 +289,21 @@ class WriterProcess:
             target=writer_main, args=(self._settings, self.address, self.key.hex()),
             name="safehaven-writer")
         proc.start()
+        self._started_at = time.monotonic()
         return proc
 
     def _supervise(self) -> None:
+        quick_exits = 0
         while not self._stopping.is_set():
             self._proc.join(timeout=0.5)
             if self._proc.exitcode is None or self._stopping.is_set():
                 continue
-            log.warning("writer process exited (code %s); starting a new one",
-                        self._proc.exitcode)
-            time.sleep(0.5)  # a writer that cannot start must not spin
-            if not self._stopping.is_set():
+            ran_for = time.monotonic() - self._started_at
+            quick_exits = quick_exits + 1 if ran_for < STABLE_AFTER_S else 1
+            delay = restart_delay(quick_exits)
+            log.warning("writer process exited (code %s) after %.1f s; starting a new one "
+                        "in %.1f s", self._proc.exitcode, ran_for, delay)
+            if not self._stopping.wait(delay):
                 self._proc = self._start()
                 self.restarts += 1
 
