@@ -55,13 +55,13 @@ async def credentials(
 Creds = Annotated[Credentials, Depends(credentials)]
 
 
-def agency(session: Session | Connection, cfg: ApiConfig, creds: Credentials) -> AgencyPrincipal:
+def agency(db: Session | Connection, cfg: ApiConfig, creds: Credentials) -> AgencyPrincipal:
     if creds.bearer:
-        principal = accounts.authenticate_agency(session, creds.bearer)
+        principal = accounts.authenticate_agency(db, creds.bearer)
         if principal is not None:
             return principal
         raise unauthorized("invalid or revoked API token")
-    if creds.cookie and accounts.load_session(session, creds.cookie, at=cfg.clock()):
+    if creds.cookie and accounts.load_session(db, creds.cookie, at=cfg.clock()):
         raise forbidden("this endpoint is for requesting agencies (API token)")
     raise unauthorized("an agency API token is required (Authorization: Bearer ...)")
 

@@ -739,7 +739,7 @@ def exemption_history(session: Session, request_ids: Sequence[int]
     """Each request's exemption decisions, oldest first (one query for any number)."""
     found: dict[int, list[dict[str, Any]]] = {i: [] for i in request_ids}
     if request_ids:
-        for r in session.execute(_EXEMPTIONS_OF, {"ids": list(request_ids)}).scalars():
+        for r in session.execute(_EXEMPTIONS_OF, {_IDS: list(request_ids)}).scalars():
             found[r.request_id].append({
                 "action": r.action, "exemption_id": r.exemption_id, "reason": r.reason,
                 "review_on": r.review_on.isoformat() if r.review_on else None,
@@ -919,8 +919,8 @@ def request_views(session: Session, rows: Sequence[RequestRow]) -> list[dict[str
     } for row in rows]
 
 
-def load_related(session: Session, rows: Sequence[RequestRow], *, reviews: bool = True) -> None:
-    """Load the decisions (and reviews) of ``rows`` with one query each, not one per row.
+def load_related(session: Session, rows: Sequence[RequestRow]) -> None:
+    """Load the decisions and reviews of ``rows`` with one query each, not one per row.
 
     The related rows are selected by request id and attached as already loaded
     (``set_committed_value``) rather than by selecting the requests again with
@@ -928,7 +928,7 @@ def load_related(session: Session, rows: Sequence[RequestRow], *, reviews: bool 
     row is left to lazy loading, which costs the same number of queries.
     """
     need_decision = [r for r in rows if "decision" in inspect(r).unloaded]
-    need_reviews = [r for r in rows if "reviews" in inspect(r).unloaded] if reviews else []
+    need_reviews = [r for r in rows if "reviews" in inspect(r).unloaded]
     if len(need_decision) > 1:
         found = {d.request_id: d for d in session.execute(
             _DECISIONS_OF, {_IDS: [r.id for r in need_decision]}).scalars()}
